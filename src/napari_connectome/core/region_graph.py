@@ -1,0 +1,297 @@
+"""Region adjacency graph of fragments with boundary-probability contact scores.
+
+Two fragments are adjacent when they share at least one voxel face (6- or
+4-connectivity, including faces between z sections).  Each edge records:
+
+- ``contact_area``: the number of shared voxel faces;
+- ``contact_weight``: the physical contact area (nm^2) when a voxel size is
+  given, else the face count;
+- ``score_sum``: the area-weighted sum over those faces of the mean of the two
+  voxels' boundary probabilities, so ``score_sum / contact_weight`` is the mean
+  boundary probability along the contact (the merge score used by
+  agglomeration);
+- ``max_score`` and ``quantile_score``: the largest and the ``SCORE_QUANTILE``
+  quantile of the per-face values.
+
+Per-face values are computed from the boundary map quantised to 1/255 (as
+8-bit network outputs are), so scores have a resolution of 1/510.  All work is
+vectorised: face pairs from shifted slices, one 64-bit key per face (edge id in
+the high bits, quantised value in the low bits), one ``np.sort``, and reductions
+over runs of equal edges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .fragments import validate_boundaries, validate_voxel_size
+
+__all__ = ["SCORE_QUANTILE", "RegionGraph", "build_region_graph", "fragment_bboxes"]
+
+#: Quantile of the per-face values kept in ``RegionGraph.quantile_score``.
+SCORE_QUANTILE = 0.9
+_QBITS = 9  # a face value is the sum of two 8-bit values: 0..510
+_ABITS = 2  # the axis of a face
+_QMAX = 510.0
+
+
+@dataclass
+class RegionGraph:
+    """Adjacency of fragments, with contact areas and boundary scores.
+
+    Parameters
+    ----------
+    edges : numpy.ndarray
+        ``(E, 2)`` ``uint64`` fragment id pairs with ``u < v``, sorted
+        lexicographically, each pair once.
+    contact_area : numpy.ndarray
+        ``(E,)`` ``int64`` number of shared voxel faces.
+    contact_weight : numpy.ndarray
+        ``(E,)`` ``float64`` summed face weights: the contact area in nm^2
+        when the graph was built with a voxel size, else ``contact_area``.
+    score_sum : numpy.ndarray
+        ``(E,)`` ``float64`` weighted sum over the shared faces of the mean
+        boundary probability of the two voxels (weights as in
+        ``contact_weight``).
+    max_score : numpy.ndarray
+        ``(E,)`` ``float32`` largest per-face value.
+    quantile_score : numpy.ndarray
+        ``(E,)`` ``float32`` ``SCORE_QUANTILE`` quantile of the per-face values
+        (lower nearest rank).
+    fragment_sizes : numpy.ndarray
+        ``(N + 1,)`` ``int64`` voxel count per fragment id (index 0: voxels
+        with id 0).
+    fragment_bboxes : numpy.ndarray
+        ``(N + 1, 2 * ndim)`` ``int64`` bounding boxes, ``[start_0, ...,
+        start_{d-1}, stop_0, ..., stop_{d-1}]`` (half-open); all zeros for id 0
+        and for ids not present.
+    """
+
+    edges: np.ndarray
+    contact_area: np.ndarray
+    contact_weight: np.ndarray
+    score_sum: np.ndarray
+    max_score: np.ndarray
+    quantile_score: np.ndarray
+    fragment_sizes: np.ndarray
+    fragment_bboxes: np.ndarray
+
+    @property
+    def n_fragments(self) -> int:
+        """int: Largest fragment id ``N`` (arrays indexed by id have ``N + 1`` rows)."""
+        return len(self.fragment_sizes) - 1
+
+    @property
+    def n_edges(self) -> int:
+        """int: Number of edges ``E``."""
+        return len(self.edges)
+
+    @property
+    def mean_score(self) -> np.ndarray:
+        """numpy.ndarray: ``(E,)`` weighted mean boundary probability along each contact."""
+        w = self.contact_weight
+        return self.score_sum / np.where(w > 0, w, 1.0)
+
+    def bbox_slices(self, fragment_id: int) -> tuple[slice, ...]:
+        """Return the bounding box of one fragment as a tuple of slices.
+
+        Parameters
+        ----------
+        fragment_id : int
+            A fragment id in ``1..N``.
+
+        Returns
+        -------
+        tuple of slice
+            Slices selecting the fragment's bounding box in the volume.
+        """
+        box = self.fragment_bboxes[int(fragment_id)]
+        nd = box.size // 2
+        return tuple(slice(int(box[i]), int(box[nd + i])) for i in range(nd))
+
+
+def fragment_bboxes(fragments: np.ndarray, n_fragments: int) -> np.ndarray:
+    """Compute the bounding box of every fragment id.
+
+    Parameters
+    ----------
+    fragments : numpy.ndarray
+        Integer fragment ids, 2D or 3D.
+    n_fragments : int
+        Largest id ``N``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N + 1, 2 * ndim)`` ``int64``, rows ``[starts..., stops...]``
+        (half-open); zeros for id 0 and absent ids.
+    """
+    nd = fragments.ndim
+    out = np.zeros((n_fragments + 1, 2 * nd), dtype=np.int64)
+    if n_fragments == 0:
+        return out
+    if fragments.dtype == np.uint64 and n_fragments < 2**63:
+        lab = fragments.view(np.int64)  # zero-copy: ids fit
+    elif fragments.dtype.kind == "i":
+        lab = fragments
+    else:
+        lab = fragments.astype(np.int64)
+    objs = ndi.find_objects(lab, max_label=n_fragments)
+    present = np.fromiter((o is not None for o in objs), dtype=bool, count=n_fragments)
+    if present.any():
+        flat = np.fromiter(
+            (v for o in objs if o is not None for s in o for v in (s.start, s.stop)),
+            dtype=np.int64,
+        ).reshape(-1, nd, 2)
+        rows = np.flatnonzero(present) + 1
+        out[rows, :nd] = flat[:, :, 0]
+        out[rows, nd:] = flat[:, :, 1]
+    return out
+
+
+def _face_keys(frag: np.ndarray, q: np.ndarray, n: int) -> np.ndarray:
+    """Keys ``(u * (n + 1) + v) << 11 | (q_u + q_v) << 2 | axis`` of voxel faces.
+
+    Faces inside a fragment (``u == v``) or touching id 0 may be included (when
+    most faces of an axis differ, compressing costs more than it saves); the
+    caller drops their groups after sorting.
+    """
+    keys = []
+    stride = np.uint64(n + 1)
+    shift = np.uint64(_QBITS + _ABITS)
+    for axis in range(frag.ndim):
+        lo = [slice(None)] * frag.ndim
+        hi = [slice(None)] * frag.ndim
+        lo[axis] = slice(None, -1)
+        hi[axis] = slice(1, None)
+        a = frag[tuple(lo)]
+        b = frag[tuple(hi)]
+        qs = q[tuple(lo)] + q[tuple(hi)]
+        sel = a != b
+        if np.count_nonzero(sel) < 0.5 * sel.size:
+            a, b, qs = a[sel], b[sel], qs[sel]
+        else:
+            a, b, qs = a.ravel(), b.ravel(), qs.ravel()
+        u = np.minimum(a, b)
+        u *= stride
+        u += np.maximum(a, b)
+        u <<= shift
+        qs <<= np.uint16(_ABITS)
+        qs |= np.uint16(axis)
+        u |= qs
+        keys.append(u)
+    return np.concatenate(keys) if keys else np.zeros(0, dtype=np.uint64)
+
+
+def build_region_graph(
+    fragments: np.ndarray,
+    boundaries,
+    voxel_size=None,
+    *,
+    n_fragments: int | None = None,
+) -> RegionGraph:
+    """Build the region adjacency graph of fragments.
+
+    Parameters
+    ----------
+    fragments : numpy.ndarray
+        Non-negative integer fragment ids (0 = no fragment, ignored), 2D or 3D.
+    boundaries : array_like
+        Boundary probabilities in [0, 1], same shape as ``fragments``.
+    voxel_size : sequence of float, optional
+        Voxel size in nm.  Each face then weighs its physical area in nm^2
+        (in ``contact_weight`` and ``score_sum``); by default every face
+        weighs 1.  In anisotropic stacks this keeps the many small faces
+        between sections from outweighing the in-plane contacts.
+    n_fragments : int, optional
+        Largest fragment id ``N``; computed when omitted.
+
+    Returns
+    -------
+    RegionGraph
+        Edges between face-adjacent fragments with contact areas and scores.
+
+    Raises
+    ------
+    ValueError
+        If shapes differ, ids are negative or not integers, the boundary map
+        or voxel size is invalid, or there are more than about 9e7 fragments.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> frags = np.array([[1, 1, 2], [1, 1, 2]], dtype=np.uint64)
+    >>> g = build_region_graph(frags, np.zeros((2, 3), np.float32))
+    >>> g.edges.tolist(), g.contact_area.tolist()
+    ([[1, 2]], [2])
+    """
+    bnd = validate_boundaries(boundaries)
+    frag = np.asarray(fragments)
+    if frag.shape != bnd.shape:
+        raise ValueError(
+            f"fragments shape {frag.shape} does not match boundaries shape {bnd.shape}"
+        )
+    if frag.dtype.kind not in "iu":
+        raise ValueError(f"fragments must be integer ids; got dtype {frag.dtype}")
+    if frag.dtype.kind == "i" and frag.min() < 0:
+        raise ValueError("fragments must be non-negative")
+    if voxel_size is None:
+        face_area = np.ones(frag.ndim)
+    else:
+        vs = validate_voxel_size(voxel_size, frag.ndim)
+        face_area = np.array([np.prod(np.delete(vs, k)) for k in range(frag.ndim)])
+    frag = frag.astype(np.uint64, copy=False)
+    n = int(frag.max()) if n_fragments is None else int(n_fragments)
+    sizes = np.bincount(frag.ravel().view(np.int64), minlength=n + 1)
+    if sizes.size != n + 1:
+        raise ValueError(f"n_fragments={n} is smaller than the largest id {sizes.size - 1}")
+    if (n + 1) ** 2 >= 2 ** (64 - _QBITS - _ABITS):
+        raise ValueError(f"too many fragments ({n}) for 64-bit edge keys; work in blocks")
+    bboxes = fragment_bboxes(frag, n)
+
+    q = np.rint(bnd * 255.0).astype(np.uint16)
+    keys = _face_keys(frag, q, n)
+    del q
+    keys.sort()
+    pair = keys >> np.uint64(_QBITS + _ABITS)
+    low = keys & np.uint64((1 << (_QBITS + _ABITS)) - 1)
+    del keys
+    axis = (low & np.uint64((1 << _ABITS) - 1)).astype(np.intp)
+    qv = (low >> np.uint64(_ABITS)).astype(np.int64)
+    del low
+    if pair.size:
+        starts = np.flatnonzero(np.concatenate(([True], pair[1:] != pair[:-1])))
+    else:
+        starts = np.zeros(0, dtype=np.intp)
+    area = np.diff(np.append(starts, pair.size)).astype(np.int64)
+    if starts.size:
+        w = face_area[axis]
+        weight = np.add.reduceat(w, starts)
+        ssum = np.add.reduceat(w * qv, starts) / _QMAX
+        qmax = qv[starts + area - 1].astype(np.float32) / np.float32(_QMAX)
+        qidx = starts + np.floor(SCORE_QUANTILE * (area - 1)).astype(np.int64)
+        qq = qv[qidx].astype(np.float32) / np.float32(_QMAX)
+    else:
+        weight = ssum = np.zeros(0, dtype=np.float64)
+        qmax = qq = np.zeros(0, dtype=np.float32)
+    upair = pair[starts]
+    stride = np.uint64(n + 1)
+    edges = np.stack([upair // stride, upair % stride], axis=1).reshape(-1, 2)
+    real = (edges[:, 0] != 0) & (edges[:, 0] != edges[:, 1])
+    if not real.all():  # drop faces within a fragment or touching id 0
+        edges, area, weight, ssum, qmax, qq = (
+            x[real] for x in (edges, area, weight, ssum, qmax, qq)
+        )
+    return RegionGraph(
+        edges=edges,
+        contact_area=area,
+        contact_weight=weight,
+        score_sum=ssum,
+        max_score=qmax,
+        quantile_score=qq,
+        fragment_sizes=sizes.astype(np.int64, copy=False),
+        fragment_bboxes=bboxes,
+    )
