@@ -321,13 +321,15 @@ def train(
     return record
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Command line of :func:`train`.
 
     Parameters
     ----------
     argv : list of str, optional
         Arguments (default: ``sys.argv[1:]``).
+    prog : str, optional
+        Program name shown in the help.
 
     Returns
     -------
@@ -335,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         Exit status.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m napari_connectome.models.training", description=__doc__.split("\n")[0]
+        prog=prog or "python -m napari_connectome.models.training",
+        description=__doc__.split("\n")[0],
     )
     parser.add_argument("--output", required=True, help="weights file to write (.safetensors)")
     parser.add_argument("--data-dir", help="folder of the real .npz volumes (../shared/data)")
