@@ -24,6 +24,7 @@ RANKS = {
     "models": 1,
     "_reader": 2,
     "_sample_data": 2,
+    "segmentation": 2,
     "_virtual_display": 2,
     "_widgets": 3,
     "cli": 4,
