@@ -9,7 +9,7 @@ is first used (``from napari_connectome.models import predict_boundaries``).
   :func:`bundled_model_path`, :class:`ModelFileError` (``models.weights``);
 - :func:`build_model`, :func:`default_config`, :class:`BoundaryUNet` (``models.unet``);
 - :class:`TrainingConfig`, :func:`train` (``models.training``);
-  ``python -m napari_connectome.models.training --help`` trains from the command line.
+  ``napari-connectome train --help`` trains from the command line.
 """
 
 from importlib import import_module

@@ -2,7 +2,7 @@ r"""Train (or fine-tune) the boundary U-Net and record how it does on held-out s
 
 Command line (the real training; a few minutes on a GPU, hours on a CPU)::
 
-    python -m napari_connectome.models.training --data-dir ../shared/data \\
+    napari-connectome train --data-dir ../shared/data \\
         --output src/napari_connectome/models/weights/boundary_unet.safetensors
 
 writes the safetensors weights and ``<stem>.training.json`` (the training

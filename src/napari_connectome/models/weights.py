@@ -169,7 +169,7 @@ def load_bundled_model(device: str | torch.device = "cpu") -> tuple[nn.Module, d
     if not path.is_file():
         raise ModelFileError(
             f"the bundled boundary model is not installed (expected {path}); train one with "
-            "'python -m napari_connectome.models.training' or pass a weights file"
+            "'napari-connectome train' or pass a weights file"
         )
     return load_model(path, device=device)
 
