@@ -1,0 +1,345 @@
+"""The Segment dock: one-click neuron segmentation of an image layer, with a live threshold.
+
+The dock reads its controls, reads only the chosen region of the image layer
+(in the worker thread), runs :func:`napari_connectome.segmentation.segment_volume`
+off the GUI thread with progress and cancel, and shows the boundary map and the
+segmentation as layers aligned over that region. The threshold slider then
+re-segments with a table lookup (:meth:`SegmentationResult.segmentation_at`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit
+
+from ..segmentation import DEFAULT_THRESHOLD
+from ._layer_output import LayerOutput
+from ._run_controls import RunControls
+from ._scope import (
+    layer_voxel_size,
+    parse_voxel_size,
+    region_problem,
+    slice_region,
+    view_box,
+    view_region,
+    whole_region,
+)
+
+REGION_IN_VIEW, CURRENT_SLICE, WHOLE_VOLUME = "region in view", "current slice", "whole volume"
+SCOPES = (REGION_IN_VIEW, CURRENT_SLICE, WHOLE_VOLUME)
+BUNDLED, MODEL_FILE = "bundled", "file"
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _unwrap(obj):
+    """Return the object behind napari's ``PublicOnlyProxy`` (identity checks need it)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def _level0(layer):
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+class SegmentDock(Container):
+    """Segment neurons in an image layer: boundaries, fragments, agglomeration.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer (napari passes it by this name) whose image layers are offered.
+
+    Attributes
+    ----------
+    result : SegmentationResult or None
+        The last segmentation state (for the threshold slider and proofreading).
+    region : Region or None
+        The part of the image (level 0 pixels) that :attr:`result` covers.
+    """
+
+    def __init__(self, napari_viewer) -> None:
+        viewer = napari_viewer
+        self._viewer = viewer
+        self._made: list = []  # layers this dock made (never offered as input)
+        self.image = ComboBox(label="image", choices=self._image_choices, nullable=True)
+        self.model = ComboBox(label="model", choices=[BUNDLED, MODEL_FILE], value=BUNDLED)
+        self.model_file = FileEdit(
+            label="model file", filter="*.safetensors *.pt *.pth", nullable=True, visible=False
+        )
+        cuda = _cuda_available()
+        self.device = ComboBox(
+            label="device",
+            choices=[
+                ("auto", "auto"),
+                ("cpu", "cpu"),
+                ("cuda" if cuda else "cuda (not available)", "cuda"),
+            ],
+            value="auto",
+            tooltip="auto uses CUDA when present" + ("" if cuda else "; no CUDA GPU found here"),
+        )
+        self.scope = ComboBox(label="scope", choices=list(SCOPES), value=REGION_IN_VIEW)
+        self.voxel_size = LineEdit(
+            label="voxel size (nm)", tooltip="z, y, x (3D) or y, x (2D), in nm", value=""
+        )
+        self.controls = RunControls(run_text="Segment")
+        self.threshold = FloatSlider(
+            label="threshold",
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            value=DEFAULT_THRESHOLD,
+            enabled=False,
+            tracking=False,
+            tooltip="merge score: higher merges more (a table lookup, no re-run)",
+        )
+        self.counts = Label(value="")
+        super().__init__(
+            widgets=[
+                self.image,
+                self.model,
+                self.model_file,
+                self.device,
+                self.scope,
+                self.voxel_size,
+                self.controls,
+                self.threshold,
+                self.counts,
+            ]
+        )
+        self.result = None
+        self.region = None
+        self._placement: dict = {}
+        self._output = LayerOutput(viewer)
+        self.controls.run_button.changed.connect(self.run)
+        self.model.changed.connect(self._on_model_choice)
+        self.image.changed.connect(self._on_image)
+        self.threshold.changed.connect(self._on_threshold)
+        viewer.layers.events.inserted.connect(self._on_layers_changed)
+        viewer.layers.events.removed.connect(self._on_layers_changed)
+        viewer.layers.events.moved.connect(self._on_layers_changed)
+        viewer.layers.selection.events.active.connect(self._on_active)
+        self.reset_choices()
+        self._pick_default()
+
+    # --- layer choice and voxel size -------------------------------------------------
+
+    def _images(self) -> list:
+        from napari.layers import Image
+
+        viewer = getattr(self, "_viewer", None)
+        if viewer is None:
+            return []
+        made = getattr(self, "_made", [])
+        return [
+            _unwrap(layer)
+            for layer in viewer.layers
+            if isinstance(layer, Image) and not any(layer is m for m in made)
+        ]
+
+    def _image_choices(self, _widget=None) -> list:
+        return [(layer.name, layer) for layer in self._images()]
+
+    def _pick_default(self) -> None:
+        """Pick the active layer when it is an image, else the top image layer."""
+        images = self._images()
+        active = _unwrap(self._viewer.layers.selection.active)
+        if any(active is layer for layer in images):
+            self.image.value = active
+        elif images:
+            self.image.value = images[-1]
+        self._on_image()
+
+    def _on_layers_changed(self, _event=None) -> None:
+        self.reset_choices()
+        if self.image.value is None:
+            self._pick_default()
+
+    def _on_active(self, _event=None) -> None:
+        active = _unwrap(self._viewer.layers.selection.active)
+        if any(active is layer for layer in self._images()) and active is not self.image.value:
+            self.image.value = active
+
+    def _on_image(self, _value=None) -> None:
+        layer = self.image.value
+        if layer is None:
+            return
+        size = layer_voxel_size(layer.scale, layer.metadata)
+        self.voxel_size.value = ", ".join(f"{v:g}" for v in size) if size else ""
+
+    def _on_model_choice(self, value=None) -> None:
+        self.model_file.visible = self.model.value == MODEL_FILE
+
+    # --- running ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Check the controls, then segment the chosen region off the GUI thread."""
+        try:
+            layer, data, region, voxel_size, model, device = self._prepare()
+        except ValueError as error:
+            self.controls.status.value = f"Error: {error}"
+            return
+        from ..segmentation import segment_volume
+
+        whole = region.covers(data.shape)
+        threshold = float(self.threshold.value)
+
+        def work(report, should_stop):
+            volume = data if whole else data[region.index]  # reads only the region
+            return segment_volume(
+                volume,
+                voxel_size,
+                model=model,
+                device=device,
+                threshold=threshold,
+                progress=lambda fraction, message: report(fraction, message.capitalize()),
+                should_stop=should_stop,
+            )
+
+        placement = {
+            "name": layer.name,
+            "scale": tuple(float(s) for s in layer.scale),
+            "translate": tuple(
+                float(t + a * s)
+                for t, a, s in zip(layer.translate, region.start, layer.scale, strict=True)
+            ),
+            "plane": region.plane,
+        }
+        shape = "x".join(str(s) for s in region.shape)
+        self.controls.start(
+            work,
+            lambda result: self._show(result, region, placement),
+            busy_message=f"Segmenting {shape} px of '{layer.name}'...",
+            progress=True,
+        )
+
+    def _prepare(self) -> tuple:
+        """Read and check the controls; raise ValueError with a message for the user."""
+        layer = self.image.value
+        if layer is None or layer not in self._viewer.layers:
+            raise ValueError("no image layer: open an EM image (or File > Open Sample) first")
+        if layer.rgb:
+            raise ValueError(f"'{layer.name}' is an RGB image; convert it to one grey channel")
+        if layer.ndim not in (2, 3):
+            raise ValueError(
+                f"'{layer.name}' is {layer.ndim}D; pick a 2D (y, x) or 3D (z, y, x) image"
+            )
+        data = _level0(layer)
+        voxel_size = parse_voxel_size(self.voxel_size.value, layer.ndim)
+        model = self._model_choice()
+        device = self.device.value
+        if device == "cuda" and not _cuda_available():
+            raise ValueError("CUDA was asked for but is not available here; pick auto or cpu")
+        region = self._region(layer, data.shape)
+        problem = region_problem(region)
+        if problem:
+            raise ValueError(problem)
+        if region.plane or layer.ndim == 2:
+            voxel_size = voxel_size[-2:]
+        return layer, data, region, voxel_size, model, device
+
+    def _model_choice(self):
+        if self.model.value == BUNDLED:
+            from ..models import bundled_model_path
+
+            if not bundled_model_path().is_file():
+                raise ValueError(
+                    "the bundled model weights are not installed; pick a model file instead"
+                )
+            return "bundled"
+        path = self.model_file.value
+        if path is None or not Path(path).is_file():
+            raise ValueError("pick a model file (.safetensors, .pt or .pth)")
+        return str(path)
+
+    def _region(self, layer, shape):
+        """Return the part of the layer's level-0 data to segment, from the scope."""
+        scope = self.scope.value
+        if scope == WHOLE_VOLUME:
+            return whole_region(shape)
+        dims = self._viewer.dims
+        point = np.asarray(dims.point, dtype=float)
+        z = None
+        if len(shape) == 3:
+            z = int(np.round(layer.world_to_data(point)[0]))
+        if scope == CURRENT_SLICE:
+            return slice_region(shape, z)
+        offset = dims.ndim - layer.ndim
+        displayed = [d for d in dims.displayed if d >= offset]
+        if sorted(d - offset for d in displayed[-2:]) != [layer.ndim - 2, layer.ndim - 1]:
+            raise ValueError("'region in view' needs the y/x plane in view; reset the dims order")
+        camera = self._viewer.camera
+        box = view_box(camera.center, camera.zoom, self._viewer.canvas.size, dims.ndisplay == 3)
+        corners = []
+        for vertical, horizontal in itertools.product(box[:, 0], box[:, 1]):
+            corner = point.copy()
+            corner[displayed[-2]], corner[displayed[-1]] = vertical, horizontal
+            corners.append(layer.world_to_data(corner))
+        return view_region(shape, corners, z if dims.ndisplay == 2 else None)
+
+    # --- results on layers (GUI thread) ---------------------------------------------
+
+    def _show(self, result, region, placement: dict) -> None:
+        self.result, self.region, self._placement = result, region, placement
+        common = {
+            "scale": placement["scale"],
+            "translate": placement["translate"],
+            "metadata": {
+                "voxel_size_nm": tuple(placement["scale"]),
+                "region_start": tuple(int(a) for a in region.start),
+                "source": "napari-connectome Segment dock",
+            },
+        }
+        boundaries = self._output.put(
+            self._lift(result.boundaries),
+            {
+                "name": f"{placement['name']} boundaries",
+                "colormap": "gray",
+                "contrast_limits": (0.0, 1.0),
+                "opacity": 0.5,
+                "blending": "translucent",
+                "visible": False,
+                **common,
+            },
+            "image",
+        )
+        self._remember(boundaries)
+        self.threshold.enabled = True
+        self._show_labels(float(self.threshold.value), common)
+        shape = "x".join(str(s) for s in region.shape)
+        self.controls.status.value = f"Done: {shape} px of '{placement['name']}'."
+
+    def _lift(self, array: np.ndarray) -> np.ndarray:
+        """Give a one-section result of a 3D image its z axis back."""
+        return array[None] if self._placement.get("plane") else array
+
+    def _remember(self, layer) -> None:
+        layer = _unwrap(layer)
+        if not any(layer is m for m in self._made):
+            self._made.append(layer)
+            self.reset_choices()
+
+    def _show_labels(self, threshold: float, kwargs: dict | None = None) -> None:
+        result = self.result
+        labels = self._lift(result.segmentation_at(threshold))
+        name = f"{self._placement['name']} segmentation"
+        if kwargs is None:  # the slider: same place, new ids
+            kwargs = {k: self._placement[k] for k in ("scale", "translate")}
+        self._remember(self._output.put(labels, {"name": name, **kwargs}, "labels"))
+        n_segments = int(np.unique(result.table_at(threshold)[1:]).size)
+        self.counts.value = (
+            f"{result.n_fragments} fragments → {n_segments} segments at threshold {threshold:.2f}"
+        )
+
+    def _on_threshold(self, value=None) -> None:
+        if self.result is None:
+            return
+        self._show_labels(float(self.threshold.value))
