@@ -3,6 +3,13 @@
 Pure Python: no Qt, no napari, no torch.
 """
 
+from .segmentation_store import (
+    OutputExistsError,
+    StoredSegmentation,
+    check_output_path,
+    read_segmentation_store,
+    write_segmentation_store,
+)
 from .volumes import (
     SUPPORTED_SUFFIXES,
     Volume,
@@ -16,6 +23,11 @@ from .volumes import (
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
+    "OutputExistsError",
+    "StoredSegmentation",
+    "check_output_path",
+    "read_segmentation_store",
+    "write_segmentation_store",
     "Volume",
     "VolumeError",
     "list_arrays",
