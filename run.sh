@@ -54,6 +54,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VENV_PY=.venv/bin/python
 "$VENV_PY" -m pip install -q --upgrade pip
+# torch first, pinned: with it in place the package's "torch>=2.1" installs nothing more,
+# so a CPU-only machine that has the CPU wheel locally does not pull a multi-GB CUDA build.
+if ! "$VENV_PY" -c 'import torch' 2>/dev/null; then
+  echo ">> installing torch 2.13.0"
+  "$VENV_PY" -m pip install -q "torch==2.13.0"
+fi
 
 if [ "$MODE" = "test" ]; then
   echo ">> installing napari-connectome with the development extras"

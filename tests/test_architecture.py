@@ -27,6 +27,7 @@ RANKS = {
     "segmentation": 2,
     "_virtual_display": 2,
     "_widgets": 3,
+    "_demo": 4,
     "cli": 4,
 }
 GUI_OR_TORCH = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "torch")

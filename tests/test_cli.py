@@ -73,6 +73,12 @@ def test_demo_headless_writes_a_screenshot_and_summary(tmp_path, capsys):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["neurons"] > 10 and summary["synapses"] > 0
     assert "napari_window.png" in out
+    from napari_connectome.models import bundled_model_path
+
+    if bundled_model_path().is_file():  # the main job: the sample segmented and scored
+        assert summary["scores_vs_truth"]["voi"] < 2.0
+        assert "EM segmentation" in summary["layers"]
+        assert (tmp_path / "sample_segmentation.zarr" / "segmentation").is_dir()
 
 
 def test_evaluate_agrees_with_scikit_image_on_real_data(tmp_path, capsys):

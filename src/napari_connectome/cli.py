@@ -30,10 +30,6 @@ VOLUME_HELP = (
 )
 
 
-#: The plugin's docks the demo opens.
-DEMO_DOCKS = ("Phantom", "Evaluate")
-
-
 class CommandError(Exception):
     """A user-facing error: printed as one clear message, exit status 2."""
 
@@ -335,79 +331,29 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Open napari with the sample phantom and the docks, or write them headless."""
-    has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    headless = args.headless or not has_display
-    if not headless:
-        import napari
+    """Open napari with the sample segmented and the docks, or write the outputs headless."""
+    from . import _demo
 
-        viewer = _demo_viewer(napari, show=True)
-        del viewer
-        napari.run()
+    has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if not (args.headless or not has_display):
+        _demo.run_interactive()
         return 0
 
     from ._virtual_display import DisplayError, virtual_display
 
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     try:
         if os.environ.get("DISPLAY"):
-            written = _write_demo_outputs(output)
+            written = _demo.write_headless_outputs(output)
         else:
             with virtual_display():
-                written = _write_demo_outputs(output)
+                written = _demo.write_headless_outputs(output)
     except DisplayError as error:
         raise CommandError(str(error)) from error
-    print(f"wrote {len(written)} files to {output}/:")
+    print(f"wrote {len(written)} outputs to {output}/:")
     for path in written:
         print(f"  {path}")
     return 0
-
-
-def _demo_viewer(napari, *, show: bool):
-    from ._sample_data import load_sample_phantom
-
-    viewer = napari.Viewer(title="napari-connectome demo", show=show)
-    for data, kwargs, layer_type in load_sample_phantom():
-        getattr(viewer, f"add_{layer_type}")(data, **kwargs)
-    for widget_name in DEMO_DOCKS:
-        viewer.window.add_plugin_dock_widget("napari-connectome", widget_name, tabify=True)
-    viewer.window.resize(1600, 1000)
-    viewer.dims.set_current_step(0, viewer.dims.nsteps[0] // 2)
-    viewer.reset_view()
-    return viewer
-
-
-def _write_demo_outputs(output: Path) -> list[Path]:
-    import napari
-    import numpy as np
-    from skimage.io import imsave
-
-    viewer = _demo_viewer(napari, show=True)
-    try:
-        layers = {layer.name: layer for layer in viewer.layers}
-        neurons = layers["neurons (truth)"].data
-        synapses = layers["synapses (truth)"].data
-        summary = {
-            "sample": "napari-connectome phantom",
-            "shape_zyx": list(layers["EM"].data.shape),
-            "voxel_size_nm": list(layers["EM"].scale),
-            "neurons": int(len(_unique_ids(neurons))),
-            "synapses": int(len(_unique_ids(synapses))),
-            "layers": [layer.name for layer in viewer.layers],
-            "docks": list(DEMO_DOCKS),
-        }
-        from qtpy.QtWidgets import QApplication
-
-        QApplication.processEvents()  # let the docks lay out before the screenshot
-        screenshot = viewer.screenshot(canvas_only=False, flash=False)
-    finally:
-        viewer.close()
-    screenshot_path = output / "napari_window.png"
-    imsave(screenshot_path, np.asarray(screenshot), check_contrast=False)
-    summary_path = output / "summary.json"
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-    return [screenshot_path, summary_path]
 
 
 # ---------------------------------------------------------------- parser
