@@ -67,6 +67,7 @@ def test_demo_headless_writes_a_screenshot_and_summary(tmp_path, capsys):
 
     assert main(["demo", "--headless", "--output", str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    assert imread(tmp_path / "napari_sample_truth.png")[..., :3].std() > 10
     screenshot = imread(tmp_path / "napari_window.png")
     assert screenshot.ndim == 3 and screenshot.shape[0] > 200
     assert screenshot[..., :3].std() > 10  # a real rendering, not a blank canvas

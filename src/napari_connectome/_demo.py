@@ -3,8 +3,8 @@
 With a display, napari opens with the sample, its truth and the docks, and the
 Segment dock starts on the whole volume. Headless (no display, or
 ``--headless``), the same happens under Xvfb and the outputs are written to a
-folder: the segmentation store, the scores against the truth, a screenshot of
-the napari window and a summary.
+folder: the segmentation store, screenshots of the napari window (the sample
+with its truth, then segmented) and a summary with the scores against the truth.
 """
 
 from __future__ import annotations
@@ -99,7 +99,6 @@ def write_headless_outputs(output: Path) -> list[Path]:
         The files and stores written.
     """
     from qtpy.QtWidgets import QApplication
-    from skimage.io import imsave
 
     from .core.metrics import evaluate_segmentation
 
@@ -115,6 +114,8 @@ def write_headless_outputs(output: Path) -> list[Path]:
             "synapses": int(len(np.unique(phantom.synapses)) - 1),
             "docks": list(DEMO_DOCKS),
         }
+        QApplication.processEvents()  # let the docks lay out before the screenshots
+        written.append(_screenshot(viewer, output / "napari_sample_truth.png"))
         if _bundled_model_available():
             started = time.perf_counter()
             segment.run()
@@ -132,15 +133,21 @@ def write_headless_outputs(output: Path) -> list[Path]:
         else:
             summary["note"] = "no bundled model installed: the sample was opened, not segmented"
         summary["layers"] = [layer.name for layer in viewer.layers]
-        QApplication.processEvents()  # let the docks lay out before the screenshot
-        screenshot = viewer.screenshot(canvas_only=False, flash=False)
+        QApplication.processEvents()
+        written.append(_screenshot(viewer, output / "napari_window.png"))
     finally:
         viewer.close()
-    screenshot_path = output / "napari_window.png"
-    imsave(screenshot_path, np.asarray(screenshot), check_contrast=False)
     summary_path = output / "summary.json"
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-    return [*written, screenshot_path, summary_path]
+    return [*written, summary_path]
+
+
+def _screenshot(viewer, path: Path) -> Path:
+    from skimage.io import imsave
+
+    image = viewer.screenshot(canvas_only=False, flash=False)
+    imsave(path, np.asarray(image), check_contrast=False)
+    return path
 
 
 def _write_store(result, path: Path) -> Path:

@@ -6,12 +6,24 @@ The segmentation state is ``fragments`` (voxels -> fragment id), a
 
 :func:`agglomerate` merges regions in order of increasing merge score and
 records the full merge order in a :class:`MergeTree`.  The merge score of two
-regions is the contact-area-weighted mean boundary probability over all
+regions is the contact-area-weighted mean of per-contact scores over all
 fragment contacts between them (physical face areas when the graph was built
-with a voxel size) (average linkage on the boundary map, waterz's
-"mean affinity"), recomputed as regions merge.  Because a merged region's score
-to a neighbour is a weighted average of two scores that are both at least the
-current minimum, merge scores never decrease.
+with a voxel size) (average linkage, waterz's "mean affinity"), recomputed as
+regions merge.  Because a merged region's score to a neighbour is a weighted
+average of two scores that are both at least the current minimum, merge scores
+never decrease.
+
+The per-contact score (:func:`edge_merge_scores`) is the mean boundary
+probability along the contact, except between 2D fragments of adjacent
+sections (fragments made per section, as for anisotropic serial-section data).
+There the faces join two cell interiors whether or not the fragments belong to
+the same neuron, so the boundary mean is near 0 even for a sliver where a
+membrane moved between sections.  Such contacts get an overlap term: the
+fragments are grouped per section into 2D segments (in-plane contacts with mean
+boundary ``<= section_threshold``), the overlap ``O`` of the two 2D segments is
+compared with their areas ``a`` and ``b``, and the score becomes
+``1 - (1 - mean) * min(1, O / (z_overlap * sqrt(a * b)))``: unchanged for a
+large overlap, close to 1 for a sliver.
 
 :func:`segment_table` turns the prefix of merges with score ``<= threshold``
 into a table, so moving a threshold slider never re-runs the agglomeration.
@@ -23,11 +35,34 @@ import heapq
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from .fragments import make_fragments, validate_boundaries, validate_voxel_size
 from .region_graph import RegionGraph, build_region_graph
 
-__all__ = ["MergeTree", "agglomerate", "apply_table", "segment_boundaries", "segment_table"]
+__all__ = [
+    "SECTION_THRESHOLD",
+    "Z_OVERLAP",
+    "MergeTree",
+    "agglomerate",
+    "apply_table",
+    "edge_merge_scores",
+    "section_links",
+    "segment_boundaries",
+    "segment_table",
+]
+
+#: Geometric-mean overlap ratio ``O / sqrt(a * b)`` of two 2D segments in
+#: adjacent sections at and above which their contact keeps its plain boundary
+#: score (below it the score rises towards 1).  Chosen on phantoms and ISBI
+#: sections 0-19 with several stand-in boundary maps
+#: (``scripts/tune_agglomeration.py``).
+Z_OVERLAP = 0.5
+
+#: In-plane mean boundary up to which fragments of one section are grouped into
+#: the 2D segments whose overlaps score between-section contacts.
+SECTION_THRESHOLD = 0.4
 
 
 @dataclass
@@ -96,14 +131,153 @@ class MergeTree:
         return segment_table(self, self.n_fragments, threshold)
 
 
-def agglomerate(graph: RegionGraph) -> MergeTree:
+def section_links(graph: RegionGraph) -> np.ndarray:
+    """Tell which edges join 2D fragments of two different (adjacent) sections.
+
+    A fragment is 2D when its bounding box is one section thick, as every
+    fragment of :func:`~napari_connectome.core.fragments.make_fragments` is
+    when it works per section (anisotropic data).
+
+    Parameters
+    ----------
+    graph : RegionGraph
+        Region graph of a 3D volume (2D graphs have no such edges).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(E,)`` bool, True for edges between two 2D fragments of different
+        sections.
+    """
+    n_edges = len(graph.edges)
+    box = np.asarray(graph.fragment_bboxes)
+    if n_edges == 0 or box.ndim != 2 or box.shape[1] != 6:
+        return np.zeros(n_edges, dtype=bool)
+    flat = (box[:, 3] - box[:, 0]) == 1
+    z0 = box[:, 0]
+    u = graph.edges[:, 0].astype(np.intp)
+    v = graph.edges[:, 1].astype(np.intp)
+    return flat[u] & flat[v] & (z0[u] != z0[v])
+
+
+def _merge_sums(
+    graph: RegionGraph, z_overlap: float | None, section_threshold: float
+) -> np.ndarray:
+    """Per-edge ``score * contact_weight`` (``score_sum`` where unchanged)."""
+    sums = np.asarray(graph.score_sum, dtype=np.float64)
+    if z_overlap is None or z_overlap == 0:
+        return sums
+    if not np.isfinite(z_overlap) or z_overlap < 0:
+        raise ValueError(f"z_overlap must be positive (or None to disable); got {z_overlap}")
+    if not 0.0 <= section_threshold <= 1.0:
+        raise ValueError(f"section_threshold must be in [0, 1]; got {section_threshold}")
+    links = section_links(graph)
+    if not links.any():
+        return sums
+    weight = np.asarray(graph.contact_weight, dtype=np.float64)
+    mean = sums / np.where(weight > 0, weight, 1.0)
+    n = graph.n_fragments
+    box = np.asarray(graph.fragment_bboxes)
+    u = graph.edges[:, 0].astype(np.intp)
+    v = graph.edges[:, 1].astype(np.intp)
+    # 2D segments: fragments of one section joined by low in-plane contacts.
+    flat = (box[:, 3] - box[:, 0]) == 1
+    inplane = flat[u] & flat[v] & (box[u, 0] == box[v, 0]) & (mean <= section_threshold)
+    adjacency = coo_matrix(
+        (np.ones(np.count_nonzero(inplane), dtype=np.int8), (u[inplane], v[inplane])),
+        shape=(n + 1, n + 1),
+    )
+    n_seg, seg = connected_components(adjacency, directed=False)
+    area = np.bincount(seg, weights=graph.fragment_sizes, minlength=n_seg)
+    sa, sb = seg[u[links]], seg[v[links]]
+    key = np.minimum(sa, sb).astype(np.int64) * n_seg + np.maximum(sa, sb)
+    _, inv = np.unique(key, return_inverse=True)
+    overlap = np.bincount(inv, weights=graph.contact_area[links])[inv]
+    denom = z_overlap * np.sqrt(area[sa] * area[sb])
+    ratio = np.minimum(overlap / np.where(denom > 0, denom, 1.0), 1.0)
+    score = 1.0 - (1.0 - np.clip(mean[links], 0.0, 1.0)) * ratio
+    sums = sums.copy()
+    sums[links] = score * weight[links]
+    return sums
+
+
+def edge_merge_scores(
+    graph: RegionGraph,
+    *,
+    z_overlap: float | None = Z_OVERLAP,
+    section_threshold: float = SECTION_THRESHOLD,
+) -> np.ndarray:
+    """Per-edge merge scores used by :func:`agglomerate`, in [0, 1].
+
+    The mean boundary probability along each contact, except for contacts
+    between 2D fragments of adjacent sections (see :func:`section_links`):
+    with ``O`` the overlap (voxel faces) of the two fragments' 2D segments
+    (fragments of one section joined by in-plane contacts with mean boundary
+    ``<= section_threshold``) and ``a``, ``b`` their areas (voxels), the score
+    is ``1 - (1 - mean) * min(1, O / (z_overlap * sqrt(a * b)))``.  A large
+    overlap keeps the boundary mean; a sliver where a membrane moved between
+    sections scores close to 1.
+
+    Parameters
+    ----------
+    graph : RegionGraph
+        Region graph of the fragments.
+    z_overlap : float or None, optional
+        Overlap ratio ``O / sqrt(a * b)`` from which a between-section contact
+        keeps its plain boundary score; None or 0 scores every contact by its
+        boundary mean alone.
+    section_threshold : float, optional
+        In-plane mean boundary up to which fragments of a section form one 2D
+        segment for the overlap.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(E,)`` float64 scores.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_connectome.core.region_graph import build_region_graph
+    >>> frags = np.zeros((2, 4, 16), np.uint64)
+    >>> frags[0, :, :8], frags[0, :, 8:] = 1, 2  # two cells in section 0
+    >>> frags[1, :, :10], frags[1, :, 10:] = 3, 4  # the membrane moved by 2 px
+    >>> bnd = np.zeros(frags.shape, np.float32)
+    >>> bnd[0, :, 7:9] = bnd[1, :, 9:11] = 1.0
+    >>> g = build_region_graph(frags, bnd)
+    >>> g.edges.tolist()
+    [[1, 2], [1, 3], [2, 3], [2, 4], [3, 4]]
+    >>> g.mean_score.round(2).tolist()
+    [1.0, 0.06, 0.5, 0.08, 1.0]
+    >>> edge_merge_scores(g).round(2).tolist()  # the 2-3 sliver now scores high
+    [1.0, 0.06, 0.78, 0.08, 1.0]
+    """
+    weight = np.asarray(graph.contact_weight, dtype=np.float64)
+    sums = _merge_sums(graph, z_overlap, section_threshold)
+    return sums / np.where(weight > 0, weight, 1.0)
+
+
+def agglomerate(
+    graph: RegionGraph,
+    *,
+    z_overlap: float | None = Z_OVERLAP,
+    section_threshold: float = SECTION_THRESHOLD,
+) -> MergeTree:
     """Merge all connected fragments by average boundary probability.
 
     Parameters
     ----------
     graph : RegionGraph
         Region graph of the fragments (uses ``edges``, ``contact_weight`` and
-        ``score_sum``).
+        ``score_sum``; for between-section contacts also ``contact_area``,
+        ``fragment_sizes`` and ``fragment_bboxes``).
+    z_overlap : float or None, optional
+        Overlap ratio from which a contact between 2D fragments of adjacent
+        sections keeps its plain boundary score (see
+        :func:`edge_merge_scores`); None or 0: boundary mean only.
+    section_threshold : float, optional
+        In-plane mean boundary up to which fragments of a section are grouped
+        for that overlap.
 
     Returns
     -------
@@ -125,9 +299,9 @@ def agglomerate(graph: RegionGraph) -> MergeTree:
     n = graph.n_fragments
     edges = graph.edges.astype(np.int64)
     areas = np.asarray(graph.contact_weight, dtype=np.float64)
-    sums = np.asarray(graph.score_sum, dtype=np.float64)
     if areas.size and not np.all(areas > 0):
         raise ValueError("graph.contact_weight must be positive for every edge")
+    sums = _merge_sums(graph, z_overlap, section_threshold)
     # Edge records in parallel lists; adjacency maps neighbour -> edge index.
     # The queue holds lazy lower bounds: every live edge has a pending entry
     # (its last push) with a score <= its current score; an entry that pops
