@@ -5,8 +5,8 @@ import pytest
 import torch
 import zarr
 
-from napari_connectome import cli
 from napari_connectome.cli import main
+from napari_connectome.cli._common import ProgressLine
 from napari_connectome.core.agglomeration import MergeTree, segment_table
 from napari_connectome.io import open_volume, read_segmentation_store
 from napari_connectome.io import segmentation_store as store_module
@@ -203,7 +203,7 @@ def test_cancel_while_predicting(tmp_path, tiny_model, phantom_npz, capsys, monk
         if fraction > 0:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli._Progress, "__call__", lambda self, f, m: interrupt(f, m))
+    monkeypatch.setattr(ProgressLine, "__call__", lambda self, f, m: interrupt(f, m))
     assert _run(phantom_npz, tmp_path / "seg.zarr", "--model", tiny_model) == 130
     assert "cancelled" in capsys.readouterr().err
     assert _nothing_written(tmp_path)
@@ -225,7 +225,7 @@ def test_progress_bar_on_a_terminal():
             return True
 
     stream = Terminal()
-    bar = cli._Progress(stream, width=10)
+    bar = ProgressLine(stream, width=10)
     bar(0.0, "predicting boundaries 0/25")
     bar(0.52, "predicting boundaries 13/25")
     bar(1.0, "written")
@@ -237,7 +237,7 @@ def test_progress_bar_on_a_terminal():
 
 def test_progress_in_a_log_is_a_few_plain_lines():
     stream = io.StringIO()
-    bar = cli._Progress(stream)
+    bar = ProgressLine(stream)
     for done in range(101):
         bar(0.8 * done / 100, f"predicting boundaries {done}/100")
     bar.close()

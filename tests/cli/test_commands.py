@@ -86,7 +86,7 @@ def test_evaluate_agrees_with_scikit_image_on_real_data(tmp_path, capsys):
     from scipy import ndimage
     from skimage.metrics import variation_of_information
 
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012_cardona_3d.npz"
+    data = Path(__file__).resolve().parents[3] / "shared" / "data" / "isbi2012_cardona_3d.npz"
     if not data.exists():
         pytest.skip(f"real data not found at {data}")
     with np.load(data) as archive:

@@ -1,0 +1,217 @@
+"""``napari-connectome segment``: EM volume to a segmentation store."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from ._common import VOLUME_HELP, CommandError, ProgressLine
+
+
+def _segment_input(spec: str):
+    import numpy as np
+
+    from ..io import VolumeError, open_volume, parse_volume_spec
+
+    try:
+        path, array = parse_volume_spec(spec)
+        volume = open_volume(path.resolve() if path.exists() else path, array=array)
+    except VolumeError as error:
+        raise CommandError(str(error)) from error
+    kind = volume.dtype.kind
+    if kind not in "biuf":
+        raise CommandError(f"{volume.source}: expected grey values, got dtype {volume.dtype}")
+    data, low, high = volume.data, None, None
+    step = max(1, 2**24 // max(1, int(math.prod(volume.shape[1:]))))
+    for start in range(0, volume.shape[0], step):  # plane by plane: fail before the model runs
+        block = np.asarray(data[start : start + step])
+        if kind == "f" and not np.isfinite(block).all():
+            bad = start + int(np.argwhere(~np.isfinite(block))[0][0])
+            where = f"section {bad}" if volume.ndim == 3 else f"row {bad}"
+            raise CommandError(
+                f"{volume.source} contains NaN or infinite values ({where}); "
+                "replace them (e.g. numpy.nan_to_num) before segmenting"
+            )
+        lo, hi = block.min(), block.max()
+        low = lo if low is None else min(low, lo)
+        high = hi if high is None else max(high, hi)
+    if low == high:
+        raise CommandError(
+            f"{volume.source} is constant (all voxels = {low}); there is nothing to segment"
+        )
+    return volume
+
+
+def _segment_voxel_size(flag, volume) -> tuple[tuple, str]:
+    ndim = volume.ndim
+    axes = "Z Y X" if ndim == 3 else "Y X"
+    if flag is not None:
+        if len(flag) != ndim:
+            raise CommandError(
+                f"--voxel-size needs {ndim} numbers ({axes}) for the {ndim}D volume "
+                f"{volume.source} of shape {volume.shape}; got {len(flag)}"
+            )
+        if not all(math.isfinite(v) and v > 0 for v in flag):
+            raise CommandError(f"--voxel-size needs positive numbers (nm); got {list(flag)}")
+        return tuple(float(v) for v in flag), "--voxel-size"
+    if volume.voxel_size is None:
+        raise CommandError(
+            f"{volume.source} has no voxel size in its metadata; pass --voxel-size {axes} "
+            f"in nm (e.g. --voxel-size {'40 4 4' if ndim == 3 else '4 4'})"
+        )
+    return tuple(float(v) for v in volume.voxel_size), "metadata"
+
+
+def _segment_model(name: str, device: str):
+    import hashlib
+
+    from ..models import ModelFileError, bundled_model_path, load_model
+    from ..models.weights import resolve_device
+
+    try:
+        resolved = resolve_device(device)
+        module, config = load_model(name, device=resolved)
+    except (ModelFileError, ValueError, RuntimeError) as error:
+        raise CommandError(str(error)) from error
+    path = bundled_model_path() if name == "bundled" else Path(name).expanduser().resolve()
+    info = {
+        "name": "bundled" if name == "bundled" else str(path),
+        "config": config,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+    return (module, config), info, str(resolved)
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    """Segment an EM volume and write the segmentation state to a zarr store."""
+    import time
+
+    from ..io import (
+        OutputExistsError,
+        VolumeError,
+        check_output_path,
+        parse_volume_spec,
+        write_segmentation_store,
+    )
+
+    start = time.perf_counter()
+    output = Path(args.output).expanduser()
+    if output.suffix.lower() != ".zarr":
+        raise CommandError(f"the output is a zarr store and must end in .zarr; got '{output}'")
+    try:  # before any work
+        check_output_path(output, overwrite=args.overwrite)
+    except OutputExistsError:
+        raise CommandError(f"'{output}' exists; pass --overwrite to replace it") from None
+    except VolumeError as error:
+        raise CommandError(str(error)) from error
+    source, _ = parse_volume_spec(args.input)
+    if output.resolve() in (source.resolve(), *source.resolve().parents):
+        raise CommandError(f"'{output}' holds the input {args.input}; write to another path")
+    if args.threshold is None:
+        from ..segmentation import DEFAULT_THRESHOLD
+
+        args.threshold = DEFAULT_THRESHOLD
+    if not math.isfinite(args.threshold):
+        raise CommandError(f"--threshold must be a number; got {args.threshold}")
+    progress = ProgressLine()
+    try:
+        volume = _segment_input(args.input)
+        voxel_size, size_from = _segment_voxel_size(args.voxel_size, volume)
+        model, model_info, device = _segment_model(args.model, args.device)
+        from ..segmentation import segment_volume
+
+        try:
+            result = segment_volume(
+                volume.data,
+                voxel_size,
+                model=model,
+                device=device,
+                threshold=args.threshold,
+                progress=lambda f, m: m == "done" or progress(0.9 * f, m),
+            )
+        except ValueError as error:
+            raise CommandError(str(error)) from error
+        result.model = model_info
+        attrs = {
+            "voxel_size": list(result.voxel_size),
+            "voxel_size_from": size_from,
+            "threshold": float(args.threshold),
+            "model": model_info,
+            "device": device,
+            "input": volume.source,
+            "input_shape": list(volume.shape),
+            "input_dtype": str(volume.dtype),
+        }
+        write_segmentation_store(
+            output,
+            boundaries=result.boundaries,
+            fragments=result.fragments,
+            graph=result.graph,
+            tree=result.tree,
+            attrs=attrs,
+            overwrite=args.overwrite,
+            progress=lambda f, m: progress(0.9 + 0.1 * f, m),
+        )
+    except KeyboardInterrupt:
+        progress.close()
+        print("napari-connectome segment: cancelled; nothing was written", file=sys.stderr)
+        return 130
+    except (OSError, VolumeError) as error:
+        raise CommandError(str(error)) from error
+    finally:
+        progress.close()
+    import zarr
+
+    stored = zarr.open_group(str(output), mode="r")
+    dtypes = {name: str(stored[name].dtype) for name in ("fragments", "segmentation")}
+    n_segments = int(result.table_at(args.threshold).max(initial=0))
+    seconds = time.perf_counter() - start
+    sizes = " x ".join(f"{v:g}" for v in voxel_size)
+    print(f"wrote {output} in {seconds:.1f} s")
+    print(f"  input         {volume.source}  {volume.shape} {volume.dtype}")
+    print(f"  voxel size    {sizes} nm (from {size_from})")
+    print(f"  model         {model_info['name']} on {device}")
+    print(f"  fragments     {result.n_fragments}")
+    print(f"  segments      {n_segments} at threshold {args.threshold:g}")
+    print(
+        f"  arrays        boundaries uint8 (p = value / 255), fragments {dtypes['fragments']}, "
+        f"segmentation {dtypes['segmentation']}; region_graph ({result.graph.n_edges} edges), "
+        f"merge_tree ({len(result.tree)} merges)"
+    )
+    return 0
+
+
+def add_parser(sub) -> None:
+    """Add the ``segment`` subcommand to the subparsers ``sub``."""
+    segment = sub.add_parser(
+        "segment",
+        help="segment neurons in an EM volume and write the state to a zarr store",
+        description=(
+            "Predict neuron boundaries, build fragments, the region graph and the merge "
+            "order, and write them with the segmentation at --threshold to OUTPUT.zarr."
+        ),
+    )
+    segment.add_argument("input", help=VOLUME_HELP)
+    segment.add_argument("output", help="the zarr store to write (OUTPUT.zarr)")
+    segment.add_argument(
+        "--voxel-size",
+        type=float,
+        nargs="+",
+        metavar="NM",
+        help="voxel size in nm, Z Y X (Y X for 2D); overrides the file's metadata",
+    )
+    segment.add_argument(
+        "--model", default="bundled", help="'bundled' (default) or a weights file"
+    )
+    segment.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    segment.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="merge-score threshold of the written segmentation "
+        "(default: napari_connectome.segmentation.DEFAULT_THRESHOLD)",
+    )
+    segment.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    segment.set_defaults(func=cmd_segment)
