@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 #: The plugin's docks the demo opens, the first one in front.
-DEMO_DOCKS = ("Segment", "Phantom", "Evaluate")
+DEMO_DOCKS = ("Segment", "Proofread", "Phantom", "Evaluate")
 
 
 def _bundled_model_available() -> bool:

@@ -276,3 +276,18 @@ class _maybe_warns:
 
     def __exit__(self, *exc):
         return self._ctx.__exit__(*exc)
+
+
+def test_replay_uses_the_callers_history_even_when_empty(store):
+    """An empty History has length 0; replay must still use it, not a new one."""
+    from napari_connectome.core.history import History
+
+    session = open_proofreading(store)
+    a, b = (int(s) for s in session.state.segments[:2])
+    session.history.merge(a, b)
+    session.close()
+    state = state_from_store(store)
+    history = History(state)
+    assert len(history) == 0
+    replay(state, journal_path(store), history=history)
+    assert len(history) == 1

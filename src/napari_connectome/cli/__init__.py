@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _commands, _segment
+from . import _commands, _proofread, _segment
 from ._common import CommandError
 
 
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _commands.add_parsers(sub)
     _segment.add_parser(sub)
+    _proofread.add_parser(sub)
     return parser
 
 

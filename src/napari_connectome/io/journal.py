@@ -426,7 +426,7 @@ def replay(state: ProofreadingState, path, *, history: History | None = None, us
             f"{head.get('threshold')}, {head.get('n_fragments')} fragments); open the store at "
             "the journal's threshold, or move the journal aside to start afresh"
         )
-    history = history or History(state, user=user)
+    history = History(state, user=user) if history is None else history
     for record in contents.records:
         kind, line = record["kind"], record["line"]
         try:
