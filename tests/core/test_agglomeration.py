@@ -9,10 +9,12 @@ from napari_connectome.core.agglomeration import (
     MergeTree,
     agglomerate,
     apply_table,
+    edge_merge_scores,
+    section_links,
     segment_boundaries,
     segment_table,
 )
-from napari_connectome.core.region_graph import RegionGraph
+from napari_connectome.core.region_graph import RegionGraph, build_region_graph
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "isbi2012_cardona_3d.npz"
 
@@ -262,3 +264,83 @@ def test_real_data_crop():
         main = np.zeros(t.max() + 1)
         np.maximum.at(main, np.flatnonzero(pairs) % (t.max() + 1), pairs[pairs > 0])
         assert main.sum() / sel.sum() > 0.8
+
+
+def moving_membrane(shift=8, nz=2, height=24, width=64):
+    """Two cells split by a membrane that moves ``shift`` px per section (exact 2D pieces)."""
+    frags = np.zeros((nz, height, width), np.uint64)
+    bnd = np.zeros(frags.shape, np.float32)
+    for z in range(nz):
+        x = width // 2 + shift * z
+        frags[z, :, :x] = 2 * z + 1
+        frags[z, :, x:] = 2 * z + 2
+        bnd[z, :, x - 1 : x + 1] = 1.0
+    bnd = ndi.gaussian_filter(bnd, (0, 1, 1))
+    return frags, np.clip(bnd / bnd.max(), 0, 1).astype(np.float32)
+
+
+def test_sliver_between_sections_scores_high_big_overlap_low():
+    frags, bnd = moving_membrane(shift=8)
+    g = build_region_graph(frags, bnd, (50, 4, 4))
+    edges = [tuple(e) for e in g.edges.tolist()]
+    links = section_links(g)
+    assert [edges[i] for i in np.flatnonzero(links)] == [(1, 3), (2, 3), (2, 4)]
+    scores = edge_merge_scores(g)
+    mean = g.mean_score
+    sliver = edges.index((2, 3))  # cell 2 in section 0 meets cell 1's 8 px sliver in section 1
+    assert mean[sliver] < 0.2  # both faces interior: the boundary mean cannot tell
+    assert scores[sliver] > 0.6
+    for big in (edges.index((1, 3)), edges.index((2, 4))):
+        assert scores[big] == pytest.approx(mean[big])  # large overlap: plain boundary mean
+        assert scores[big] < 0.2
+    # in-plane contacts are unchanged
+    for i in np.flatnonzero(~links):
+        assert scores[i] == pytest.approx(mean[i])
+    # a wider sliver is a larger overlap: lower score
+    g2 = build_region_graph(*moving_membrane(shift=16), (50, 4, 4))
+    wide = [tuple(e) for e in g2.edges.tolist()].index((2, 3))
+    assert edge_merge_scores(g2)[wide] < scores[sliver]
+    np.testing.assert_array_equal(edge_merge_scores(g, z_overlap=None), mean)
+
+
+def test_sliver_overlap_does_not_merge_two_objects():
+    # fragments 1, 2 in section 0 and 3, 4 in section 1, 400 voxels each; 2-3 is
+    # a sliver (20 voxels) with the lowest boundary mean of all contacts
+    g = random_graph(4, 0)
+    g.edges = np.array([[1, 2], [1, 3], [2, 3], [2, 4], [3, 4]], np.uint64)
+    g.contact_area = np.array([20, 380, 20, 300, 20])
+    g.contact_weight = np.array([4000.0, 6080, 320, 4800, 4000])
+    mean = np.array([0.9, 0.05, 0.02, 0.05, 0.9])
+    g.score_sum = mean * g.contact_weight
+    g.fragment_sizes = np.array([0, 400, 400, 400, 400])
+    g.fragment_bboxes = np.array(
+        [[0] * 6, [0, 0, 0, 1, 20, 20], [0, 0, 20, 1, 20, 40], [1, 0, 0, 2, 20, 20],
+         [1, 0, 20, 2, 20, 40]]
+    )  # fmt: skip
+    plain = agglomerate(g, z_overlap=None)
+    assert plain.merge_score[0] == pytest.approx(0.02)  # the sliver merges first
+    assert segment_table(plain, 4, 0.5).max() == 1  # and joins the two objects
+    tree = agglomerate(g)
+    assert segment_table(tree, 4, 0.5).tolist() == [0, 1, 2, 1, 2]
+    assert np.all(np.diff(tree.merge_score) >= 0)
+    assert np.all((tree.merge_score >= 0) & (tree.merge_score <= 1))
+    with pytest.raises(ValueError, match="z_overlap"):
+        agglomerate(g, z_overlap=-1.0)
+    with pytest.raises(ValueError, match="section_threshold"):
+        agglomerate(g, section_threshold=2.0)
+
+
+def test_section_links_need_2d_fragments():
+    frags, bnd = moving_membrane()
+    g = build_region_graph(frags, bnd, (50, 4, 4))
+    assert section_links(g).sum() == 3
+    # 3D fragments (isotropic data): no between-section term
+    frags3d = frags.copy()
+    frags3d[frags3d == 3] = 1
+    frags3d[frags3d == 4] = 2
+    g3 = build_region_graph(frags3d, bnd, (8, 8, 8))
+    assert not section_links(g3).any()
+    np.testing.assert_array_equal(edge_merge_scores(g3), g3.mean_score)
+    # 2D graphs have no sections
+    g2 = build_region_graph(frags[0], bnd[0], (4, 4))
+    assert not section_links(g2).any()

@@ -137,3 +137,41 @@ def test_bad_arguments_raise():
         make_fragments(bnd, (4, 4), mask=np.ones((4, 4), bool))
     with pytest.raises(ValueError, match="threshold"):
         make_fragments(bnd, (4, 4), threshold=0)
+
+
+def gap_cells(seed):
+    """Two cells whose membrane has a 12 px gap; noisy flat interiors."""
+    rng = np.random.default_rng(seed)
+    truth = np.ones((64, 96), int)
+    truth[:, 48:] = 2
+    membrane = np.zeros(truth.shape, bool)
+    membrane[:, 46:50] = True
+    membrane[:, [0, 1, -2, -1]] = True
+    membrane[[0, 1, -2, -1], :] = True
+    membrane[26:38, 46:50] = False  # the gap
+    truth[membrane] = 0
+    bnd = ndi.gaussian_filter(membrane.astype(np.float32), 1.0)
+    bnd = bnd / bnd.max() + rng.normal(0, 0.1, bnd.shape)
+    return truth, np.clip(bnd, 0, 1).astype(np.float32)
+
+
+def leaked_voxels(frags, truth):
+    """Cell voxels outside their fragment's main cell."""
+    total = 0
+    for f in np.unique(frags):
+        counts = np.bincount(truth[(frags == f) & (truth > 0)], minlength=3)[1:]
+        total += counts.sum() - counts.max()
+    return total
+
+
+def test_fragments_do_not_leak_through_a_membrane_gap():
+    swallowed = 0
+    for seed in range(8):
+        truth, bnd = gap_cells(seed)
+        assert leaked_voxels(make_fragments(bnd, (4, 4)), truth) < 50, seed
+        plain = make_fragments(bnd, (4, 4), distance_weight=0)
+        swallowed = max(swallowed, leaked_voxels(plain, truth))
+    # flooding the boundary map alone lets a neighbour take a whole cell
+    assert swallowed > 1000
+    with pytest.raises(ValueError, match="distance_weight"):
+        make_fragments(bnd, (4, 4), distance_weight=-1)
