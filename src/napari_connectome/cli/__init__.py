@@ -3,8 +3,8 @@
 Subcommands
 -----------
 demo
-    Open napari with the sample phantom, its truth and the plugin's docks; with
-    ``--headless`` (or no display) write the outputs and a window screenshot.
+    Open napari with the sample phantom, its truth and the plugin's docks, and segment
+    it; with ``--headless`` (or no display) write the outputs and window screenshots.
 evaluate
     Score a segmentation against ground truth (VOI split/merge, adapted Rand).
 phantom
@@ -12,6 +12,8 @@ phantom
 segment
     Segment neurons in an EM volume (boundary model, fragments, agglomeration) and
     write the whole segmentation state to a zarr store.
+proofread
+    Merge, split, lock, undo and redo on a segmentation store, journaled like the dock.
 train
     Train the boundary model on real volumes and phantoms (reproduces the shipped weights).
 """
