@@ -18,9 +18,9 @@ case "$MODE" in
 esac
 
 PYTHON="${PYTHON:-python3}"
-if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
-  echo "error: napari-connectome needs Python 3.10 or newer; '$PYTHON' is $("$PYTHON" --version 2>&1 || echo missing)." >&2
-  echo "       Install python3 (3.10+) or set PYTHON=/path/to/python3.x" >&2
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "error: napari-connectome needs Python 3.11 or newer; '$PYTHON' is $("$PYTHON" --version 2>&1 || echo missing)." >&2
+  echo "       Install python3 (3.11+) or set PYTHON=/path/to/python3.x" >&2
   exit 1
 fi
 

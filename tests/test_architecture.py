@@ -1,4 +1,4 @@
-"""The architecture rules of DESIGN.md, enforced.
+"""The architecture rules of the README's "For developers" section, enforced.
 
 - importing the package imports neither Qt nor torch (nor napari);
 - the core, io and phantom modules import no GUI and no torch;

@@ -5,6 +5,7 @@ wheel built from this tree; the wheel carries the manifest and the sample.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -32,9 +33,19 @@ def test_npe2_validate_editable_install():
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
+    # Build from a clean copy of the tree: a local build/ folder must not leak old files.
+    source = tmp_path_factory.mktemp("source") / "tree"
+    shutil.copytree(
+        ROOT,
+        source,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
+        ),
+    )
     out = tmp_path_factory.mktemp("wheel")
     result = _run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation"]
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation"]
         + ["-w", str(out), "-q"]
     )
     assert result.returncode == 0, result.stderr

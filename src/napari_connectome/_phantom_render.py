@@ -143,10 +143,6 @@ def _vesicle_profile(lumen_gain: float):
     return profile
 
 
-def _profile_dot(rho: np.ndarray) -> np.ndarray:
-    return -1.0 * np.exp(-0.5 * (rho / 5.0) ** 2)
-
-
 def stamp(img, centres_nm, voxel_size, profile, reach_nm, amplitude=None, n_phase=4):
     """Add a radial profile around each centre, averaged over the section thickness.
 

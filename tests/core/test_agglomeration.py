@@ -1,4 +1,3 @@
-import time
 from pathlib import Path
 
 import numpy as np
@@ -214,12 +213,8 @@ def test_segment_table_is_fast_for_100k_fragments():
         np.ones(len(a)),
         n,
     )
-    segment_table(tree, n, 0.5)
-    start = time.perf_counter()
     table = segment_table(tree, n, 0.5)
-    elapsed = time.perf_counter() - start
-    assert table.max() == n - tree.n_merges(0.5)
-    assert elapsed < 0.25  # target < 50 ms; slack for shared CI machines
+    assert table.max() == n - tree.n_merges(0.5)  # speed: benchmarks/agglomeration.py
 
 
 def test_bad_input_raises():

@@ -1,5 +1,7 @@
 """Proofreading state, edits and history: local, exact, undoable."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -43,12 +45,9 @@ def results():
 
 
 def fresh(result, threshold=0.5):
-    return ProofreadingState(
-        result.fragments.copy(),
-        result.graph,
-        result.table_at(threshold),
-        boundaries=result.boundaries,
-        voxel_size=result.voxel_size,
+    """A state on a copy of the result's fragments (voxel splits edit them in place)."""
+    return ProofreadingState.from_result(
+        dataclasses.replace(result, fragments=result.fragments.copy()), threshold
     )
 
 

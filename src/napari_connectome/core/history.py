@@ -141,7 +141,7 @@ class History:
             Bounding box whose labels may have changed.
         """
         box = self.state.apply(edit)
-        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+        now = _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
         entry = HistoryEntry(edit, edit.describe(), self.user, now, box)
         self._notify("do", entry, edit.inverse())
         self._done.append(entry)

@@ -169,11 +169,6 @@ class ContingencyTable:
         return (len(self.segmentation_ids), len(self.ground_truth_ids))
 
     @property
-    def nnz(self) -> int:
-        """Number of stored (non-zero) entries."""
-        return len(self.counts)
-
-    @property
     def n_voxels(self) -> int:
         """Number of voxels counted (ground truth not ignored)."""
         return int(self.counts.sum())

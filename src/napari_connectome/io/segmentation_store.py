@@ -373,7 +373,7 @@ def write_segmentation_store(
     attrs["voxel_size"] = voxel_size
     attrs.setdefault("axes", ["z", "y", "x"][-len(shape) :])
     attrs.setdefault("napari_connectome_version", _version())
-    attrs.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    attrs.setdefault("created", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     attrs.setdefault("format", STORE_FORMAT)
     attrs.setdefault("format_version", STORE_FORMAT_VERSION)
     if "threshold" in attrs:
