@@ -23,6 +23,7 @@ RANKS = {
     "io": 1,
     "models": 1,
     "_reader": 2,
+    "_writer": 2,
     "_sample_data": 2,
     "segmentation": 2,
     "_virtual_display": 2,

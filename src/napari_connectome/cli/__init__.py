@@ -14,6 +14,8 @@ segment
     write the whole segmentation state to a zarr store.
 proofread
     Merge, split, lock, undo and redo on a segmentation store, journaled like the dock.
+export
+    Write the proofread labels of a segmentation store to OME-Zarr, TIFF or HDF5.
 train
     Train the boundary model on real volumes and phantoms (reproduces the shipped weights).
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _commands, _proofread, _segment
+from . import _commands, _export, _proofread, _segment
 from ._common import CommandError
 
 
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     _commands.add_parsers(sub)
     _segment.add_parser(sub)
     _proofread.add_parser(sub)
+    _export.add_parser(sub)
     return parser
 
 
