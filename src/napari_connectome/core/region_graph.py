@@ -168,42 +168,13 @@ def fragment_bboxes(fragments: np.ndarray, n_fragments: int) -> np.ndarray:
     return out
 
 
-def _face_keys(frag: np.ndarray, q: np.ndarray, n: int) -> np.ndarray:
-    """Keys ``(u * (n + 1) + v) << 11 | (q_u + q_v) << 2 | axis`` of voxel faces.
-
-    Faces inside a fragment (``u == v``) or touching id 0 may be included (when
-    most faces of an axis differ, compressing costs more than it saves); the
-    caller drops their groups after sorting.
-    """
-    keys = []
-    stride = np.uint64(n + 1)
-    shift = np.uint64(_QBITS + _ABITS)
-    for axis in range(frag.ndim):
-        lo = [slice(None)] * frag.ndim
-        hi = [slice(None)] * frag.ndim
-        lo[axis] = slice(None, -1)
-        hi[axis] = slice(1, None)
-        a = frag[tuple(lo)]
-        b = frag[tuple(hi)]
-        qs = q[tuple(lo)] + q[tuple(hi)]
-        sel = a != b
-        if np.count_nonzero(sel) < 0.5 * sel.size:
-            a, b, qs = a[sel], b[sel], qs[sel]
-        else:
-            a, b, qs = a.ravel(), b.ravel(), qs.ravel()
-        u = np.minimum(a, b)
-        u *= stride
-        u += np.maximum(a, b)
-        u <<= shift
-        qs <<= np.uint16(_ABITS)
-        qs |= np.uint16(axis)
-        u |= qs
-        keys.append(u)
-    return np.concatenate(keys) if keys else np.zeros(0, dtype=np.uint64)
-
-
 def _slab_keys(frag: np.ndarray, bnd: np.ndarray, z0: int, z1: int, n: int) -> np.ndarray:
-    """Keys of the faces of sections ``z0:z1``, with the faces to section ``z1``."""
+    """Keys ``(u * (n + 1) + v) << 11 | (q_u + q_v) << 2 | axis`` of the faces of ``z0:z1``.
+
+    Includes the faces between section ``z1 - 1`` and ``z1``. Faces inside a
+    fragment (``u == v``) may be included when no face of an axis is inside
+    one; the caller drops them, and those touching id 0, after sorting.
+    """
     nz = frag.shape[0]
     stop = min(z1 + 1, nz)
     sub = frag[z0:stop]
@@ -411,9 +382,7 @@ def _edge_stats(keys: np.ndarray, counts: np.ndarray, face_area: np.ndarray):
 
 def _edge_stats_oneshot(frag: np.ndarray, bnd: np.ndarray, n: int, face_area: np.ndarray):
     """Compute per-edge statistics with one key per face of the whole volume (reference)."""
-    q = np.rint(bnd * 255.0).astype(np.uint16)
-    keys = _face_keys(frag, q, n)
-    del q
+    keys = _slab_keys(frag, bnd, 0, frag.shape[0], n)  # the whole volume as one slab
     keys.sort()
     pair = keys >> np.uint64(_QBITS + _ABITS)
     low = keys & np.uint64((1 << (_QBITS + _ABITS)) - 1)
