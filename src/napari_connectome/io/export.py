@@ -12,15 +12,14 @@ proofreading state streams ``state.labels_in(box)`` without building the volume.
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from itertools import product
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._atomic import move_into_place, remove_path, temporary_sibling
 
 #: Destination suffixes and their format.
 EXPORT_SUFFIXES = {
@@ -176,37 +175,6 @@ def _voxel(voxel_size, ndim) -> tuple[float, ...] | None:
 
 
 # ------------------------------------------------------------------- atomicity
-
-
-def _tmp_sibling(path: Path) -> Path:
-    return path.parent / f".{path.name}.tmp-{secrets.token_hex(4)}"
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        try:
-            path.unlink()
-        except OSError:  # pragma: no cover
-            pass
-
-
-def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
-    """Rename ``tmp`` to ``path``; an old ``path`` is removed only once that succeeded."""
-    if not (path.exists() or path.is_symlink()):
-        os.rename(tmp, path)
-        return
-    if not overwrite:  # appeared while we were writing
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-    old = path.parent / f".{path.name}.old-{secrets.token_hex(4)}"
-    os.rename(path, old)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        os.rename(old, path)
-        raise
-    _remove(old)
 
 
 # ----------------------------------------------------------------- downsampling
@@ -531,12 +499,12 @@ def export_labels(
     voxel = _voxel(voxel_size, len(src.shape))
     chunks = _chunks(src.shape, block_shape)
     tiff_chunks = chunks if block_shape is not None else None
-    tmp = _tmp_sibling(path)
+    tmp = temporary_sibling(path)
     try:
         _WRITERS[fmt](src, tmp, voxel, tiff_chunks if fmt == "tiff" else chunks, progress)
-        _move_into_place(tmp, path, overwrite)
+        move_into_place(tmp, path, overwrite=overwrite)
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
     return path
 

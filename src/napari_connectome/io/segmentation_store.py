@@ -49,8 +49,6 @@ import dataclasses
 import datetime as _dt
 import json
 import os
-import secrets
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +58,7 @@ import numpy as np
 
 from ..core.agglomeration import MergeTree, apply_table, segment_table
 from ..core.region_graph import RegionGraph
+from ._atomic import move_into_place, remove_path, temporary_sibling
 from ._common import VolumeError
 
 __all__ = [
@@ -383,32 +382,15 @@ def write_segmentation_store(
 
     import zarr
 
-    tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(4)}"
+    tmp = temporary_sibling(path)
     try:
         root = zarr.open_group(str(tmp), mode="w-", zarr_format=2)
         _write_all(root, boundaries, fragments, segmentation, graph, tree, attrs, chunks, report)
-        _replace(tmp, path, overwrite)
+        move_into_place(tmp, path, overwrite=overwrite, exists_error=OutputExistsError)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_path(tmp)
         raise
     return path
-
-
-def _replace(tmp: Path, path: Path, overwrite: bool) -> None:
-    """Rename ``tmp`` to ``path``; an old ``path`` goes only once the rename succeeded."""
-    if not (path.exists() or path.is_symlink()):
-        os.rename(tmp, path)
-        return
-    if not overwrite:  # appeared while we were writing
-        raise OutputExistsError(f"{path} exists; pass overwrite (--overwrite) to replace it")
-    old = path.parent / f".{path.name}.old-{secrets.token_hex(4)}"
-    os.rename(path, old)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        os.rename(old, path)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass
