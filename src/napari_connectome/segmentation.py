@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .core.agglomeration import MergeTree, agglomerate, apply_table, segment_table
+from .core.agglomeration import MergeTree, ThresholdedSegmentation, agglomerate
 from .core.fragments import make_fragments, validate_voxel_size
 from .core.region_graph import RegionGraph, build_region_graph
 
@@ -35,7 +35,7 @@ class SegmentationCancelled(Exception):
 
 
 @dataclass
-class SegmentationResult:
+class SegmentationResult(ThresholdedSegmentation):
     """The segmentation state of one volume (or one region of it).
 
     Parameters
@@ -68,36 +68,6 @@ class SegmentationResult:
     def n_fragments(self) -> int:
         """Largest fragment id."""
         return int(self.tree.n_fragments)
-
-    def table_at(self, threshold: float) -> np.ndarray:
-        """Return the fragment-to-segment table at a merge-score threshold.
-
-        Parameters
-        ----------
-        threshold : float
-            Merges with a score at or below it are applied.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``table[fragment_id] = segment_id``; ``table[0] = 0``.
-        """
-        return segment_table(self.tree, self.n_fragments, threshold)
-
-    def segmentation_at(self, threshold: float) -> np.ndarray:
-        """Return segment ids of every voxel at a merge-score threshold.
-
-        Parameters
-        ----------
-        threshold : float
-            Merges with a score at or below it are applied.
-
-        Returns
-        -------
-        numpy.ndarray
-            Segment ids, the volume's shape (``uint32`` when they fit).
-        """
-        return apply_table(self.table_at(threshold), self.fragments)
 
     @property
     def segmentation(self) -> np.ndarray:

@@ -525,3 +525,43 @@ def segment_boundaries(
     tree = agglomerate(graph)
     table = segment_table(tree, n, threshold)
     return fragments, graph, tree, apply_table(table, fragments)
+
+
+class ThresholdedSegmentation:
+    """Mixin: the segmentation at any threshold of an object with ``tree`` and ``fragments``.
+
+    Used by the in-memory :class:`~napari_connectome.segmentation.SegmentationResult`
+    and the stored :class:`~napari_connectome.io.segmentation_store.StoredSegmentation`,
+    whose ``fragments`` may be a numpy or a zarr array.
+    """
+
+    def table_at(self, threshold: float) -> np.ndarray:
+        """Return the fragment-to-segment table at a merge-score threshold.
+
+        Parameters
+        ----------
+        threshold : float
+            Merges with a score at or below it are applied.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``table[fragment_id] = segment_id``; ``table[0] = 0``.
+        """
+        return segment_table(self.tree, self.tree.n_fragments, threshold)
+
+    def segmentation_at(self, threshold: float) -> np.ndarray:
+        """Return segment ids of every voxel at a merge-score threshold.
+
+        Parameters
+        ----------
+        threshold : float
+            Merges with a score at or below it are applied.
+
+        Returns
+        -------
+        numpy.ndarray
+            Segment ids, the volume's shape (``uint32`` when they fit); a
+            stored volume's fragments are read in full.
+        """
+        return apply_table(self.table_at(threshold), np.asarray(self.fragments[...]))

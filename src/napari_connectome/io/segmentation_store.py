@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.agglomeration import MergeTree, apply_table, segment_table
+from ..core.agglomeration import MergeTree, ThresholdedSegmentation, apply_table, segment_table
 from ..core.region_graph import RegionGraph
 from ._atomic import move_into_place, remove_path, temporary_sibling
 from ._common import VolumeError
@@ -394,7 +394,7 @@ def write_segmentation_store(
 
 
 @dataclass
-class StoredSegmentation:
+class StoredSegmentation(ThresholdedSegmentation):
     """A segmentation store opened for reading.
 
     Attributes
@@ -454,36 +454,6 @@ class StoredSegmentation:
         if offset:
             out += np.float32(offset)
         return out
-
-    def table_at(self, threshold: float) -> np.ndarray:
-        """Return the fragment-to-segment table at a merge-score threshold.
-
-        Parameters
-        ----------
-        threshold : float
-            Merges with a score at or below it are applied.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``table[fragment_id] = segment_id``.
-        """
-        return segment_table(self.tree, self.tree.n_fragments, threshold)
-
-    def segmentation_at(self, threshold: float) -> np.ndarray:
-        """Return segment ids of every voxel at a merge-score threshold (reads the fragments).
-
-        Parameters
-        ----------
-        threshold : float
-            Merges with a score at or below it are applied.
-
-        Returns
-        -------
-        numpy.ndarray
-            Segment ids, the volume's shape.
-        """
-        return apply_table(self.table_at(threshold), np.asarray(self.fragments[...]))
 
 
 def _read_dataclass(group, cls, what: str, path: Path):
