@@ -4,7 +4,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from napari.utils.key_bindings import coerce_keybinding
-from scipy import ndimage as ndi
 
 from napari_connectome._widgets._proofread_session import (
     ProofreadController,
@@ -17,10 +16,8 @@ from napari_connectome._widgets._proofread_store import (
     store_display,
     write_session_store,
 )
-from napari_connectome.io import write_segmentation_store
 from napari_connectome.io.journal import journal_path, open_proofreading, read_journal
 from napari_connectome.segmentation import segment_boundaries_state
-from napari_connectome.synthetic import make_phantom
 
 TIMEOUT = 60000  # ms; the machine may be busy
 VOXEL = (40.0, 4.0, 4.0)
@@ -28,10 +25,8 @@ DISPLAY = {"name": "EM", "scale": [40.0, 4.0, 4.0], "translate": [0.0, 100.0, 20
 
 
 @pytest.fixture(scope="module")
-def result():
-    phantom = make_phantom((4, 96, 96), VOXEL, seed=1)
-    bnd = ndi.gaussian_filter(phantom.membranes.astype(np.float32), (0, 1, 1)) * 1.5
-    return segment_boundaries_state(np.clip(bnd, 0, 1).astype(np.float32), VOXEL)
+def result(phantom_segmentation):
+    return phantom_segmentation((4, 96, 96), seed=1)
 
 
 @pytest.fixture
@@ -86,16 +81,10 @@ def test_open_store_shows_labels_placed_from_the_store(make_napari_viewer, qtbot
     assert "Ctrl+Z" in dock.shortcuts.value and "not" in dock.note.value
 
 
-def test_store_from_the_cli_is_placed_by_voxel_size(make_napari_viewer, qtbot, tmp_path, result):
-    path = tmp_path / "seg.zarr"
-    write_segmentation_store(
-        path,
-        boundaries=result.boundaries,
-        fragments=result.fragments,
-        graph=result.graph,
-        tree=result.tree,
-        attrs={"voxel_size": list(VOXEL), "threshold": 0.5},
-    )
+def test_store_from_the_cli_is_placed_by_voxel_size(
+    make_napari_viewer, qtbot, tmp_path, result, write_store
+):
+    path = write_store(result, tmp_path / "seg.zarr", VOXEL)
     viewer = make_napari_viewer()
     dock = open_dock(viewer, qtbot)
     dock.store.value = path

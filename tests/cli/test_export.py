@@ -2,36 +2,22 @@ import os
 
 import numpy as np
 import pytest
-from scipy import ndimage as ndi
 
 from napari_connectome.cli import main
-from napari_connectome.io import open_volume, write_segmentation_store
+from napari_connectome.io import open_volume
 from napari_connectome.io.journal import journal_path, open_proofreading
-from napari_connectome.segmentation import segment_boundaries_state
-from napari_connectome.synthetic import make_phantom
 
 VOXEL = (40.0, 4.0, 4.0)
 
 
 @pytest.fixture(scope="module")
-def result():
-    phantom = make_phantom((4, 64, 64), VOXEL, seed=1)
-    bnd = ndi.gaussian_filter(phantom.membranes.astype(np.float32), (0, 1, 1)) * 1.5
-    return segment_boundaries_state(np.clip(bnd, 0, 1).astype(np.float32), VOXEL)
+def result(phantom_segmentation):
+    return phantom_segmentation((4, 64, 64), seed=1)
 
 
 @pytest.fixture
-def store(tmp_path, result):
-    path = tmp_path / "seg.zarr"
-    write_segmentation_store(
-        path,
-        boundaries=result.boundaries,
-        fragments=result.fragments,
-        graph=result.graph,
-        tree=result.tree,
-        attrs={"voxel_size": list(VOXEL), "threshold": 0.5},
-    )
-    return path
+def store(tmp_path, result, write_store):
+    return write_store(result, tmp_path / "seg.zarr", VOXEL)
 
 
 def corrected(store):

@@ -16,8 +16,6 @@ from napari_connectome.core.proofreading import (
     SplitEdit,
 )
 from napari_connectome.core.region_graph import build_region_graph
-from napari_connectome.segmentation import segment_boundaries_state
-from napari_connectome.synthetic import make_phantom
 
 GRAPH_FIELDS = (
     "edges",
@@ -32,16 +30,9 @@ GRAPH_FIELDS = (
 VOXEL_SIZE = (40.0, 4.0, 4.0)
 
 
-def _phantom_state(seed):
-    phantom = make_phantom((6, 128, 128), VOXEL_SIZE, seed=seed)
-    bnd = ndi.gaussian_filter(phantom.membranes.astype(np.float32), (0, 1, 1)) * 1.5
-    bnd += np.random.default_rng(seed).normal(0, 0.05, bnd.shape).astype(np.float32)
-    return segment_boundaries_state(np.clip(bnd, 0, 1).astype(np.float32), VOXEL_SIZE)
-
-
 @pytest.fixture(scope="module")
-def results():
-    return {seed: _phantom_state(seed) for seed in (0, 1)}
+def results(phantom_segmentation):
+    return {seed: phantom_segmentation((6, 128, 128), seed=seed, noise=0.05) for seed in (0, 1)}
 
 
 def fresh(result, threshold=0.5):

@@ -4,7 +4,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from scipy import ndimage as ndi
 
 from napari_connectome._widgets._proofread_session import ProofreadController
 from napari_connectome.core.proofreading import (
@@ -15,18 +14,13 @@ from napari_connectome.core.proofreading import (
     ProofreadingState,
     SplitEdit,
 )
-from napari_connectome.segmentation import segment_boundaries_state
-from napari_connectome.synthetic import make_phantom
 
 VOXEL_SIZE = (40.0, 4.0, 4.0)
 
 
 @pytest.fixture(scope="module")
-def result():
-    phantom = make_phantom((4, 64, 64), VOXEL_SIZE, seed=0)
-    bnd = ndi.gaussian_filter(phantom.membranes.astype(np.float32), (0, 1, 1)) * 1.5
-    bnd += np.random.default_rng(0).normal(0, 0.05, bnd.shape).astype(np.float32)
-    return segment_boundaries_state(np.clip(bnd, 0, 1).astype(np.float32), VOXEL_SIZE)
+def result(phantom_segmentation):
+    return phantom_segmentation((4, 64, 64), seed=0, noise=0.05)
 
 
 @pytest.fixture

@@ -9,11 +9,10 @@ import time
 
 import numpy as np
 import pytest
-from scipy import ndimage as ndi
 
 from napari_connectome.core.history import History
 from napari_connectome.io import journal as journal_module
-from napari_connectome.io import read_segmentation_store, write_segmentation_store
+from napari_connectome.io import read_segmentation_store
 from napari_connectome.io.journal import (
     Journal,
     JournalError,
@@ -23,8 +22,6 @@ from napari_connectome.io.journal import (
     replay,
     state_from_store,
 )
-from napari_connectome.segmentation import segment_boundaries_state
-from napari_connectome.synthetic import make_phantom
 
 # One step (do, undo or redo) per call, chosen from the state by ``rng``: the
 # child process and the test run the very same code.
@@ -94,25 +91,13 @@ def _steps():
 
 
 @pytest.fixture(scope="module")
-def result():
-    phantom = make_phantom((6, 96, 96), (40, 4, 4), seed=4)
-    bnd = ndi.gaussian_filter(phantom.membranes.astype(np.float32), (0, 1, 1)) * 1.5
-    bnd += np.random.default_rng(4).normal(0, 0.05, bnd.shape).astype(np.float32)
-    return segment_boundaries_state(np.clip(bnd, 0, 1).astype(np.float32), (40, 4, 4))
+def result(phantom_segmentation):
+    return phantom_segmentation((6, 96, 96), seed=4, noise=0.05)
 
 
 @pytest.fixture
-def store(tmp_path, result):
-    path = tmp_path / "seg.zarr"
-    write_segmentation_store(
-        path,
-        boundaries=result.boundaries,
-        fragments=result.fragments,
-        graph=result.graph,
-        tree=result.tree,
-        attrs={"voxel_size": [40, 4, 4], "threshold": 0.5},
-    )
-    return path
+def store(tmp_path, result, write_store):
+    return write_store(result, tmp_path / "seg.zarr", (40, 4, 4))
 
 
 def assert_same_state(a, b):
