@@ -32,17 +32,10 @@ def phantom_segmentation():
 @pytest.fixture(scope="session")
 def write_store():
     """Write a segmentation result to a store: ``write_store(result, path, voxel_size)``."""
-    from napari_connectome.io import write_segmentation_store
+    from napari_connectome.segmentation import save_result
 
     def write(result, path, voxel_size=VOXEL_SIZE, threshold=0.5):
-        write_segmentation_store(
-            path,
-            boundaries=result.boundaries,
-            fragments=result.fragments,
-            graph=result.graph,
-            tree=result.tree,
-            attrs={"voxel_size": list(voxel_size), "threshold": threshold},
-        )
-        return path
+        attrs = {"voxel_size": list(voxel_size), "threshold": threshold}
+        return save_result(result, path, attrs=attrs)
 
     return write

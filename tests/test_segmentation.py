@@ -53,3 +53,18 @@ def test_segment_volume_can_be_cancelled(tiny_model):
 def test_bad_input_is_a_clear_error(tiny_model):
     with pytest.raises(ValueError, match="constant"):
         segment_volume(np.zeros((2, 64, 64), np.uint8), (40, 4, 4), model=tiny_model)
+
+
+def test_save_result_writes_the_state_and_its_attributes(tmp_path):
+    from napari_connectome.io import read_segmentation_store
+    from napari_connectome.segmentation import save_result
+
+    phantom = make_phantom((3, 64, 64), (40, 4, 4), seed=5)
+    result = segment_boundaries_state(phantom.membranes.astype(np.float32), phantom.voxel_size)
+    result.model = {"name": "test", "config": {"depth": 2}}
+    path = save_result(result, tmp_path / "s.zarr", threshold=0.3, attrs={"input": "x"})
+    stored = read_segmentation_store(path)
+    assert stored.attrs["threshold"] == 0.3 and stored.attrs["input"] == "x"
+    assert stored.attrs["model"]["name"] == "test"
+    assert list(stored.voxel_size) == [40.0, 4.0, 4.0]
+    np.testing.assert_array_equal(stored.segmentation[...], result.segmentation_at(0.3))

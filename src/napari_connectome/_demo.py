@@ -101,6 +101,7 @@ def write_headless_outputs(output: Path) -> list[Path]:
     from qtpy.QtWidgets import QApplication
 
     from .core.metrics import evaluate_segmentation
+    from .segmentation import save_result
 
     output.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -128,7 +129,14 @@ def write_headless_outputs(output: Path) -> list[Path]:
             scores = evaluate_segmentation(result.segmentation, truth)
             summary["scores_vs_truth"] = scores
             summary["fragments"] = result.n_fragments
-            written.append(_write_store(result, output / "sample_segmentation.zarr"))
+            written.append(
+                save_result(
+                    result,
+                    output / "sample_segmentation.zarr",
+                    attrs={"input": "napari-connectome sample phantom"},
+                    overwrite=True,
+                )
+            )
             viewer.layers["neurons (truth)"].visible = False
         else:
             summary["note"] = "no bundled model installed: the sample was opened, not segmented"
@@ -147,25 +155,4 @@ def _screenshot(viewer, path: Path) -> Path:
 
     image = viewer.screenshot(canvas_only=False, flash=False)
     imsave(path, np.asarray(image), check_contrast=False)
-    return path
-
-
-def _write_store(result, path: Path) -> Path:
-    from .io import write_segmentation_store
-
-    write_segmentation_store(
-        path,
-        boundaries=result.boundaries,
-        fragments=result.fragments,
-        segmentation=result.segmentation,
-        graph=result.graph,
-        tree=result.tree,
-        attrs={
-            "voxel_size": list(result.voxel_size),
-            "threshold": result.threshold,
-            "model": {"name": result.model.get("name"), "config": result.model.get("config")},
-            "input": "napari-connectome sample phantom",
-        },
-        overwrite=True,
-    )
     return path

@@ -205,3 +205,58 @@ def _load(model, load_model):
     if isinstance(model, tuple):
         return str(model[1].get("name", "custom")), model
     return str(model), load_model(model)
+
+
+def save_result(
+    result: SegmentationResult,
+    path,
+    *,
+    threshold: float | None = None,
+    attrs: dict | None = None,
+    overwrite: bool = False,
+    progress: Callable[[float, str], object] | None = None,
+):
+    """Write a result's whole state to a segmentation store (atomically).
+
+    The store gets the boundaries, fragments, region graph and merge tree,
+    and computes its ``segmentation`` array at the threshold slab by slab.
+
+    Parameters
+    ----------
+    result : SegmentationResult
+        The state to write.
+    path : path-like
+        The store (``OUTPUT.zarr``).
+    threshold : float, optional
+        Threshold of the stored segmentation; the result's by default.
+    attrs : dict, optional
+        More attributes; they win over ``voxel_size``, ``threshold`` and
+        ``model`` taken from the result.
+    overwrite : bool, optional
+        Replace an existing store.
+    progress : callable, optional
+        ``progress(fraction, message)``.
+
+    Returns
+    -------
+    pathlib.Path
+        The written store.
+    """
+    from .io import write_segmentation_store
+
+    stored = {
+        "voxel_size": list(result.voxel_size),
+        "threshold": float(result.threshold if threshold is None else threshold),
+        "model": {"name": result.model.get("name"), "config": result.model.get("config")},
+        **(attrs or {}),
+    }
+    return write_segmentation_store(
+        path,
+        boundaries=result.boundaries,
+        fragments=result.fragments,
+        graph=result.graph,
+        tree=result.tree,
+        attrs=stored,
+        overwrite=overwrite,
+        progress=progress,
+    )

@@ -62,26 +62,14 @@ def write_session_store(result, path, threshold: float, display: dict | None = N
     pathlib.Path
         The written store.
     """
-    from ..io import write_segmentation_store
+    from ..segmentation import save_result
 
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    attrs = {
-        "voxel_size": list(result.voxel_size),
-        "threshold": float(threshold),
-        "model": {"name": result.model.get("name"), "config": result.model.get("config")},
-        "input": "napari-connectome Proofread dock",
-    }
+    attrs = {"input": "napari-connectome Proofread dock"}
     if display:
         attrs[DISPLAY_ATTR] = display
-    return write_segmentation_store(
-        path,
-        boundaries=result.boundaries,
-        fragments=result.fragments,
-        graph=result.graph,
-        tree=result.tree,
-        attrs=attrs,
-    )
+    return save_result(result, path, threshold=threshold, attrs=attrs)
 
 
 def result_display(result, name="segmentation", scale=None, translate=None, lift=False) -> dict:

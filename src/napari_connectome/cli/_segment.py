@@ -93,7 +93,6 @@ def cmd_segment(args: argparse.Namespace) -> int:
         VolumeError,
         check_output_path,
         parse_volume_spec,
-        write_segmentation_store,
     )
 
     start = time.perf_counter()
@@ -120,7 +119,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         volume = _segment_input(args.input)
         voxel_size, size_from = _segment_voxel_size(args.voxel_size, volume)
         model, model_info, device = _segment_model(args.model, args.device)
-        from ..segmentation import segment_volume
+        from ..segmentation import save_result, segment_volume
 
         try:
             result = segment_volume(
@@ -133,24 +132,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
             )
         except ValueError as error:
             raise CommandError(str(error)) from error
-        result.model = model_info
-        attrs = {
-            "voxel_size": list(result.voxel_size),
-            "voxel_size_from": size_from,
-            "threshold": float(args.threshold),
-            "model": model_info,
-            "device": device,
-            "input": volume.source,
-            "input_shape": list(volume.shape),
-            "input_dtype": str(volume.dtype),
-        }
-        write_segmentation_store(
+        save_result(
+            result,
             output,
-            boundaries=result.boundaries,
-            fragments=result.fragments,
-            graph=result.graph,
-            tree=result.tree,
-            attrs=attrs,
+            attrs={
+                "voxel_size_from": size_from,
+                "model": model_info,
+                "device": device,
+                "input": volume.source,
+                "input_shape": list(volume.shape),
+                "input_dtype": str(volume.dtype),
+            },
             overwrite=args.overwrite,
             progress=lambda f, m: progress(0.9 + 0.1 * f, m),
         )
