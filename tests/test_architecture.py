@@ -26,6 +26,8 @@ RANKS = {
     "_writer": 2,
     "_sample_data": 2,
     "segmentation": 2,
+    "blockwise": 2,
+    "synapse_detection": 2,
     "_virtual_display": 2,
     "_widgets": 3,
     "_demo": 4,
