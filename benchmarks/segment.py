@@ -338,10 +338,12 @@ def _scores(seg, truth) -> dict:
     return {k: s[k] for k in METRICS}
 
 
-def score_3d(boundaries, voxel, truth, thresholds) -> dict:
-    from napari_connectome.segmentation import segment_boundaries_state
+def score_3d(boundaries, voxel, truth, thresholds, raw=None) -> dict:
+    """Segment as ``segment_volume`` does (section correction included) and score."""
+    from napari_connectome.segmentation import check_sections, segment_boundaries_state
 
-    state = segment_boundaries_state(boundaries, voxel)
+    sections = check_sections(raw, voxel)[0] if raw is not None else None
+    state = segment_boundaries_state(boundaries.copy(), voxel, sections=sections)
     rows = {}
     for t in thresholds:
         seg = state.segmentation_at(t)
@@ -349,7 +351,7 @@ def score_3d(boundaries, voxel, truth, thresholds) -> dict:
     return {"n_fragments": state.n_fragments, "rows": rows}
 
 
-def score_2d_sections(boundaries, pixel, truth, thresholds) -> dict:
+def score_2d_sections(boundaries, pixel, truth, thresholds, raw=None) -> dict:
     """Segment and score each section on its own; ids made unique across sections."""
     from napari_connectome.segmentation import segment_boundaries_state
 
@@ -386,7 +388,7 @@ def accuracy(data_dir: Path, model, isbi_pred, thresholds) -> list[dict]:
         voxel_arg = voxel[1:] if two_d else voxel
         for method, bnd in (("model", model_bnd), ("baseline", baseline_boundaries(raw))):
             log(f"accuracy: {name} {method}")
-            res = score(bnd, voxel_arg, truth, thresholds)
+            res = score(bnd, voxel_arg, truth, thresholds, raw)
             out.append({"volume": name, "held_out": held, "note": note, "method": method} | res)
 
     path = data_dir / ISBI[0]

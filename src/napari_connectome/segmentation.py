@@ -15,19 +15,23 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .core.agglomeration import MergeTree, ThresholdedSegmentation, agglomerate
-from .core.fragments import make_fragments, validate_voxel_size
-from .core.region_graph import RegionGraph, build_region_graph
+from .core.fragments import is_anisotropic, make_fragments, validate_voxel_size
+from .core.region_graph import RegionGraph, build_region_graph, fragment_bboxes
+from .core.sections import SectionAlignment, analyse_sections, apply_shifts, fill_missing_sections
 
 #: Merge-score threshold used when none is given (fixed, not tuned per volume).
 DEFAULT_THRESHOLD = 0.5
 
 #: Share of the progress bar given to the model; the rest is fragments and agglomeration.
 _PREDICT_SHARE = 0.8
+
+#: Sections smaller than this (either edge, pixels) are not checked for shifts.
+_MIN_ALIGN_PX = 32
 
 
 class SegmentationCancelled(Exception):
@@ -54,6 +58,11 @@ class SegmentationResult(ThresholdedSegmentation):
         The merge-score threshold of :attr:`segmentation`.
     model : dict
         Name and config of the model that predicted the boundaries.
+    sections : dict
+        Section correction of an anisotropic stack: ``corrected`` (bool),
+        ``missing`` (bridged sections), ``shifts`` (``[dy, dx]`` per section, the
+        in-plane shift used to link it to its neighbours), ``shifted`` (sections
+        with a non-zero shift) and ``note``; see :func:`segment_volume`.
     """
 
     boundaries: np.ndarray
@@ -63,6 +72,7 @@ class SegmentationResult(ThresholdedSegmentation):
     voxel_size: tuple
     threshold: float = DEFAULT_THRESHOLD
     model: dict = field(default_factory=dict)
+    sections: dict = field(default_factory=dict)
 
     @property
     def n_fragments(self) -> int:
@@ -82,8 +92,15 @@ def segment_boundaries_state(
     threshold: float = DEFAULT_THRESHOLD,
     mask=None,
     model: dict | None = None,
+    sections: SectionAlignment | None = None,
 ) -> SegmentationResult:
     """Build fragments, region graph and merge order from a boundary map.
+
+    With ``sections`` (a 3D stack processed per section), the missing sections'
+    boundaries are filled from their aligned neighbours and the region graph
+    links each section to its neighbours after moving it by its shift, so
+    objects continue through gaps and shifted sections. Fragments and every
+    output stay on the input grid.
 
     Parameters
     ----------
@@ -97,16 +114,30 @@ def segment_boundaries_state(
         Voxels of tissue; fragments are 0 elsewhere.
     model : dict, optional
         What predicted the boundaries, kept in the result.
+    sections : SectionAlignment, optional
+        Missing sections and shifts (:func:`~napari_connectome.core.sections.analyse_sections`);
+        the missing sections of ``boundaries`` are overwritten in place.
 
     Returns
     -------
     SegmentationResult
         The segmentation state.
+
+    Raises
+    ------
+    ValueError
+        If ``sections`` does not fit the boundary map.
     """
     voxel_size = tuple(float(v) for v in validate_voxel_size(voxel_size, boundaries.ndim))
+    if sections is not None:
+        _check_sections(sections, boundaries.shape)
+        fill_missing_sections(boundaries, sections.missing, sections.shifts)
     fragments = make_fragments(boundaries, voxel_size, mask=mask)
     n_fragments = int(fragments.max())
-    graph = build_region_graph(fragments, boundaries, voxel_size, n_fragments=n_fragments)
+    if sections is not None and sections.shifted:
+        graph = _aligned_graph(fragments, boundaries, voxel_size, sections.shifts, n_fragments)
+    else:
+        graph = build_region_graph(fragments, boundaries, voxel_size, n_fragments=n_fragments)
     tree = agglomerate(graph)
     return SegmentationResult(
         boundaries=boundaries,
@@ -116,6 +147,45 @@ def segment_boundaries_state(
         voxel_size=voxel_size,
         threshold=float(threshold),
         model=dict(model or {}),
+        sections=_sections_record(sections),
+    )
+
+
+def _check_sections(sections: SectionAlignment, shape: tuple) -> None:
+    if len(shape) != 3 or len(sections.shifts) != shape[0]:
+        raise ValueError(
+            f"the section analysis has {len(sections.shifts)} sections; the boundary map of "
+            f"shape {shape} does not match (section correction needs the same 3D stack)"
+        )
+    if tuple(sections.plane_shape) != tuple(shape[1:]):
+        raise ValueError(
+            f"the section analysis is for sections of {tuple(sections.plane_shape)}, "
+            f"the boundary map has {tuple(shape[1:])}"
+        )
+
+
+def _sections_record(sections: SectionAlignment | None, note: str = "") -> dict:
+    if sections is None:
+        return {"corrected": False, "note": note} if note else {}
+    return {"corrected": True, **sections.to_dict(), "note": note}
+
+
+def _aligned_graph(fragments, boundaries, voxel_size, shifts, n_fragments) -> RegionGraph:
+    """Region graph with z contacts taken between sections moved by their shifts.
+
+    In-plane contacts are unchanged (the canvas only adds id 0 around each
+    section); sizes and bounding boxes are those of the input grid.
+    """
+    graph = build_region_graph(
+        apply_shifts(fragments, shifts, fill=0),
+        apply_shifts(boundaries, shifts, fill=0.0),
+        voxel_size,
+        n_fragments=n_fragments,
+    )
+    sizes = graph.fragment_sizes.copy()
+    sizes[0] = int(np.count_nonzero(fragments == 0))
+    return replace(
+        graph, fragment_sizes=sizes, fragment_bboxes=fragment_bboxes(fragments, n_fragments)
     )
 
 
@@ -129,8 +199,18 @@ def segment_volume(
     mask=None,
     progress: Callable[[float, str], object] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    section_correction: bool = True,
 ) -> SegmentationResult:
     """Segment neurons in an EM volume: predict boundaries, then agglomerate fragments.
+
+    Serial-section stacks (anisotropic 3D volumes) are checked section by
+    section (``section_correction``, :func:`check_sections`): blank, constant or
+    very low-contrast sections count as missing and get boundaries filled from
+    their aligned neighbours, so objects continue through them; sections
+    shifted in-plane against their neighbours (phase correlation, only shifts
+    clearly above noise) are linked to their neighbours after moving them
+    back. Every output keeps the input's shape and alignment; what was found is
+    in ``result.sections``.
 
     Parameters
     ----------
@@ -151,11 +231,16 @@ def segment_volume(
         ``progress(fraction, message)`` with ``fraction`` in [0, 1].
     should_stop : callable, optional
         Returns True to cancel; the run then raises :class:`SegmentationCancelled`.
+    section_correction : bool, optional
+        Detect and bridge missing sections and correct shifted sections of
+        anisotropic stacks (default). 2D images and isotropic volumes are never
+        changed.
 
     Returns
     -------
     SegmentationResult
-        The segmentation state, with the model's name and config.
+        The segmentation state, with the model's name and config and the
+        section correction (``sections``).
 
     Raises
     ------
@@ -187,6 +272,12 @@ def segment_volume(
         raise SegmentationCancelled("segmentation cancelled") from error
     if stop():
         raise SegmentationCancelled("segmentation cancelled")
+    sections, note = None, "section correction off"
+    if section_correction:  # after the prediction, which validates the volume
+        report(_PREDICT_SHARE, "checking sections")
+        sections, note = check_sections(volume, voxel_size)
+        if stop():
+            raise SegmentationCancelled("segmentation cancelled")
     report(_PREDICT_SHARE, "fragments and agglomeration")
     result = segment_boundaries_state(
         boundaries,
@@ -194,9 +285,54 @@ def segment_volume(
         threshold=threshold,
         mask=mask,
         model={"name": model_name, "config": loaded[1]},
+        sections=sections,
     )
+    if sections is None and note:
+        result.sections = _sections_record(None, note)
     report(1.0, "done")
     return result
+
+
+def check_sections(volume, voxel_size) -> tuple[SectionAlignment | None, str]:
+    """Find missing and shifted sections of a serial-section stack, as :func:`segment_volume` does.
+
+    Parameters
+    ----------
+    volume : array-like
+        The image: 2D, or 3D ``(z, y, x)`` (read one section at a time).
+    voxel_size : sequence of float
+        Voxel size in nm, one per axis.
+
+    Returns
+    -------
+    sections : SectionAlignment or None
+        What to correct; None when nothing is (or can be) corrected.
+    note : str
+        Why nothing is corrected, or ``""``.
+
+    Raises
+    ------
+    ValueError
+        On a bad voxel size, or NaN / infinite values in a section.
+    """
+    shape = tuple(np.shape(volume))
+    if len(shape) != 3 or not is_anisotropic(validate_voxel_size(voxel_size, len(shape))):
+        return None, "not applied: only anisotropic (serial-section) 3D stacks are corrected"
+    if shape[0] < 2:
+        return None, "not applied: a single section"
+    if min(shape[1:]) < _MIN_ALIGN_PX:
+        return None, f"not applied: sections smaller than {_MIN_ALIGN_PX} px"
+    sections = analyse_sections(volume, smooth=_smooth_px(voxel_size))
+    if sections.missing.size == shape[0]:
+        return None, "not applied: every section looks blank"
+    if not sections.needs_correction:
+        return None, "no missing or shifted section found"
+    return sections, ""
+
+
+def _smooth_px(voxel_size) -> float:
+    """Band limit of the section correlation: about 24 nm (membrane scale), at least 1 px."""
+    return max(1.0, 24.0 / min(float(voxel_size[1]), float(voxel_size[2])))
 
 
 def _load(model, load_model):
@@ -230,8 +366,8 @@ def save_result(
     threshold : float, optional
         Threshold of the stored segmentation; the result's by default.
     attrs : dict, optional
-        More attributes; they win over ``voxel_size``, ``threshold`` and
-        ``model`` taken from the result.
+        More attributes; they win over ``voxel_size``, ``threshold``,
+        ``model`` and ``sections`` (the section correction) taken from the result.
     overwrite : bool, optional
         Replace an existing store.
     progress : callable, optional
@@ -248,6 +384,7 @@ def save_result(
         "voxel_size": list(result.voxel_size),
         "threshold": float(result.threshold if threshold is None else threshold),
         "model": {"name": result.model.get("name"), "config": result.model.get("config")},
+        **({"sections": result.sections} if result.sections else {}),
         **(attrs or {}),
     }
     return write_segmentation_store(

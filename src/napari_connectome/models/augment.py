@@ -14,8 +14,22 @@ What each augmentation simulates:
   the loss, since nothing there can be predicted);
 - a mild smooth deformation: tissue distortion between preparations.
 
-Missing and misaligned sections do not arise in 2D training: prediction is per
-plane, so a shifted or missing section only affects its own plane.
+Missing and misaligned sections need no augmentation of their own, because the
+network sees one section at a time:
+
+- misalignment: the input is a single section, so a section shifted against its
+  neighbours looks exactly like an aligned one to the network and is predicted
+  just as well; what a shift breaks is the linking of sections in z, which
+  :mod:`napari_connectome.core.sections` corrects at the volume level (shifts
+  estimated by phase correlation, z contacts taken after moving sections back);
+- a missing (blank) section: its boundaries cannot be learnt, only bridged.
+  A whole blank patch would have to be masked out of the loss (nothing in it can
+  be predicted) and would then give no gradient at all, so it is equivalent to
+  not drawing the patch; partly missing data (folds, dirt, missing tiles, black
+  borders of shifted sections) is what the blank-rectangle augmentation above
+  covers. Whole missing sections are detected and their boundaries filled from
+  the aligned neighbours at the volume level
+  (:func:`napari_connectome.core.sections.fill_missing_sections`).
 """
 
 from __future__ import annotations
