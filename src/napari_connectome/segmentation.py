@@ -85,6 +85,24 @@ class SegmentationResult(ThresholdedSegmentation):
         return self.segmentation_at(self.threshold)
 
 
+def _snap_to_stored_precision(boundaries: np.ndarray) -> np.ndarray:
+    """Round float boundaries to the 1/255 steps the store keeps, in place.
+
+    The region graph already scores contacts at this precision; rounding before the
+    watershed too makes a segmentation reproducible from its stored boundaries, and a
+    blockwise run (which works from the stored 8-bit map) equal to a whole-volume run.
+    """
+    if boundaries.dtype.kind != "f":
+        return boundaries
+    if not boundaries.flags.writeable:
+        boundaries = boundaries.copy()
+    np.clip(boundaries, 0.0, 1.0, out=boundaries)
+    boundaries *= 255.0
+    np.rint(boundaries, out=boundaries)
+    boundaries /= 255.0
+    return boundaries
+
+
 def segment_boundaries_state(
     boundaries: np.ndarray,
     voxel_size,
@@ -118,6 +136,10 @@ def segment_boundaries_state(
         Missing sections and shifts (:func:`~napari_connectome.core.sections.analyse_sections`);
         the missing sections of ``boundaries`` are overwritten in place.
 
+    Notes
+    -----
+    Float ``boundaries`` are rounded in place to the 1/255 steps of the stored map.
+
     Returns
     -------
     SegmentationResult
@@ -132,6 +154,7 @@ def segment_boundaries_state(
     if sections is not None:
         _check_sections(sections, boundaries.shape)
         fill_missing_sections(boundaries, sections.missing, sections.shifts)
+    boundaries = _snap_to_stored_precision(boundaries)
     fragments = make_fragments(boundaries, voxel_size, mask=mask)
     n_fragments = int(fragments.max())
     if sections is not None and sections.shifted:

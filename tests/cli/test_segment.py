@@ -110,6 +110,21 @@ def test_threshold_and_voxel_size_flags(tmp_path, tiny_model, phantom_npz, capsy
     assert "at threshold 0.2" in capsys.readouterr().out
 
 
+def test_section_correction_is_on_by_default_and_can_be_turned_off(
+    tmp_path, tiny_model, phantom_npz, capsys
+):
+    on, off = tmp_path / "on.zarr", tmp_path / "off.zarr"
+    assert _run(phantom_npz, on, "--model", tiny_model) == 0
+    assert "sections      " in capsys.readouterr().out
+    assert read_segmentation_store(on).attrs["sections"]["corrected"] is True
+    assert _run(phantom_npz, off, "--model", tiny_model, "--no-section-correction") == 0
+    assert "section correction off" in capsys.readouterr().out
+    assert read_segmentation_store(off).attrs["sections"] == {
+        "corrected": False,
+        "note": "section correction off",
+    }
+
+
 def test_2d_image_with_voxel_size_flag(tmp_path, tiny_model, phantom_npz):
     raw = np.load(phantom_npz)["raw"][0]
     src = _npz(tmp_path, raw=raw)
@@ -252,3 +267,52 @@ def test_segment_with_the_bundled_model(tmp_path, phantom_npz):
     stored = read_segmentation_store(out)
     assert stored.attrs["model"]["name"] == "bundled"
     assert stored.tree.n_fragments > 10
+
+
+# ------------------------------------------------------------------ --blockwise
+
+
+def test_blockwise_writes_the_same_store_layout(tmp_path, tiny_model, phantom_npz, capsys):
+    out = tmp_path / "seg.zarr"
+    args = (phantom_npz, out, "--model", tiny_model, "--device", "cpu", "--blockwise")
+    assert _run(*args, "--block-size", "2", "48", "48", "--scheduler", "threads") == 0
+    captured = capsys.readouterr()
+    assert "(blockwise)" in captured.out and "blocks        8 of 2 x 48 x 48" in captured.out
+    assert "blocks 8/8" in captured.err
+    root = zarr.open_group(str(out), mode="r")
+    whole = tmp_path / "whole.zarr"
+    assert _run(phantom_npz, whole, "--model", tiny_model, "--device", "cpu") == 0
+    reference = zarr.open_group(str(whole), mode="r")
+    assert sorted(root.array_keys()) == sorted(reference.array_keys())
+    assert sorted(root.group_keys()) == sorted(reference.group_keys())
+    for name in ("boundaries", "fragments", "segmentation"):
+        assert root[name].shape == reference[name].shape
+        assert root[name].dtype == reference[name].dtype
+        assert root[name].chunks == reference[name].chunks
+    stored = read_segmentation_store(out)
+    assert stored.attrs["blockwise"]["block_size"] == [2, 48, 48]
+    assert stored.attrs["model"]["sha256"] == reference.attrs["model"]["sha256"]
+    table = segment_table(stored.tree, stored.tree.n_fragments, stored.threshold)
+    assert np.array_equal(np.asarray(root["segmentation"][...]), table[root["fragments"][...]])
+    assert not any(".blockwise" in p.name for p in tmp_path.iterdir())
+
+
+def test_blockwise_bad_input_fails_before_any_work(tmp_path, tiny_model, phantom_npz, capsys):
+    out = tmp_path / "seg.zarr"
+    common = (phantom_npz, out, "--model", tiny_model, "--device", "cpu", "--blockwise")
+    assert _run(*common, "--block-size", "2", "4", "48") == 2
+    assert "smaller than the model's context" in capsys.readouterr().err
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert _run(*common, "--scheduler", f"tcp://127.0.0.1:{port}") == 2
+    assert "cannot reach a dask scheduler" in capsys.readouterr().err
+    assert _run(*common, "--workers", "0") == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+    out.mkdir()
+    (out / ".zgroup").write_text("{}")
+    assert _run(*common) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert not any(".blockwise" in p.name for p in tmp_path.iterdir())
+    assert _run(phantom_npz, tmp_path / "x.zarr", "--block-size", "2", "48", "48") == 2
+    assert "need --blockwise" in capsys.readouterr().err

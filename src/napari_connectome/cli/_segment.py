@@ -84,6 +84,15 @@ def _segment_model(name: str, device: str):
     return (module, config), info, str(resolved)
 
 
+def _describe_sections(sections: dict) -> str:
+    """One line on what the section correction found."""
+    if not sections.get("corrected"):
+        return sections.get("note") or "not checked"
+    missing = sections.get("missing") or []
+    shifted = sections.get("shifted") or []
+    return f"missing {list(missing) or 'none'}, shifted {list(shifted) or 'none'} (corrected)"
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     """Segment an EM volume and write the segmentation state to a zarr store."""
     import time
@@ -114,6 +123,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
         args.threshold = DEFAULT_THRESHOLD
     if not math.isfinite(args.threshold):
         raise CommandError(f"--threshold must be a number; got {args.threshold}")
+    if args.blockwise:
+        return _cmd_blockwise(args, output, start)
+    if args.block_size or args.scheduler or args.workers:
+        raise CommandError("--block-size, --scheduler and --workers need --blockwise")
     progress = ProgressLine()
     try:
         volume = _segment_input(args.input)
@@ -128,6 +141,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 model=model,
                 device=device,
                 threshold=args.threshold,
+                section_correction=args.section_correction,
                 progress=lambda f, m: m == "done" or progress(0.9 * f, m),
             )
         except ValueError as error:
@@ -167,11 +181,94 @@ def cmd_segment(args: argparse.Namespace) -> int:
     print(f"  model         {model_info['name']} on {device}")
     print(f"  fragments     {result.n_fragments}")
     print(f"  segments      {n_segments} at threshold {args.threshold:g}")
+    print(f"  sections      {_describe_sections(result.sections)}")
     print(
         f"  arrays        boundaries uint8 (p = value / 255), fragments {dtypes['fragments']}, "
         f"segmentation {dtypes['segmentation']}; region_graph ({result.graph.n_edges} edges), "
         f"merge_tree ({len(result.tree)} merges)"
     )
+    return 0
+
+
+def _cmd_blockwise(args: argparse.Namespace, output: Path, start: float) -> int:
+    """``segment --blockwise``: every check before any work, then the dask run."""
+    import time
+
+    from ..blockwise import BlockwiseError, check_scheduler, segment_blockwise
+    from ..io import VolumeError
+
+    scheduler = args.scheduler or "processes"
+    workers = 2 if args.workers is None else args.workers
+    if workers < 1:
+        raise CommandError(f"--workers must be at least 1; got {workers}")
+    try:
+        scheduler = check_scheduler(scheduler)
+    except BlockwiseError as error:
+        raise CommandError(str(error)) from None
+    if scheduler.startswith("tcp://") and args.workers is not None:
+        print(
+            f"note: --workers is for local clusters; the cluster at {scheduler} "
+            "uses the workers started for it",
+            file=sys.stderr,
+        )
+    volume = _segment_input(args.input)
+    voxel_size, size_from = _segment_voxel_size(args.voxel_size, volume)
+    (_, config), model_info, device = _segment_model(args.model, args.device)
+    progress = ProgressLine()
+    try:
+        result = segment_blockwise(
+            args.input,
+            output,
+            voxel_size=voxel_size,
+            model=args.model,
+            model_config=config,
+            model_sha256=model_info["sha256"],
+            device=device,
+            threshold=args.threshold,
+            block_size=args.block_size,
+            scheduler=scheduler,
+            workers=workers,
+            overwrite=args.overwrite,
+            attrs={
+                "voxel_size_from": size_from,
+                "model": model_info,
+                "device": device,
+                "input": volume.source,
+                "input_shape": list(volume.shape),
+                "input_dtype": str(volume.dtype),
+            },
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        progress.close()
+        print(
+            "napari-connectome segment: cancelled; finished blocks are kept, "
+            "rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+    except (BlockwiseError, VolumeError, ValueError, OSError) as error:
+        raise CommandError(str(error)) from error
+    finally:
+        progress.close()
+    graph, tree = result["graph"], result["tree"]
+    n_segments = int(tree.table(result["threshold"]).max(initial=0))
+    sizes = " x ".join(f"{v:g}" for v in voxel_size)
+    blocks = " x ".join(str(b) for b in result["block_size"])
+    halo = " x ".join(str(h) for h in result["halo"])
+    for note in result["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {output} in {time.perf_counter() - start:.1f} s (blockwise)")
+    print(f"  input         {volume.source}  {volume.shape} {volume.dtype}")
+    print(f"  voxel size    {sizes} nm (from {size_from})")
+    print(f"  model         {model_info['name']} on {device}")
+    print(
+        f"  blocks        {result['blocks']} of {blocks} (halo {halo}), "
+        f"{result['blocks_resumed']} resumed; scheduler {scheduler}"
+    )
+    print(f"  fragments     {tree.n_fragments}")
+    print(f"  segments      {n_segments} at threshold {result['threshold']:g}")
+    print(f"  region graph  {graph.n_edges} edges, merge tree {len(tree)} merges")
     return 0
 
 
@@ -206,4 +303,37 @@ def add_parser(sub) -> None:
         "(default: napari_connectome.segmentation.DEFAULT_THRESHOLD)",
     )
     segment.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    segment.add_argument(
+        "--no-section-correction",
+        dest="section_correction",
+        action="store_false",
+        help="do not detect and bridge missing sections or re-align shifted sections of "
+        "serial-section (anisotropic) stacks; on by default",
+    )
+    segment.add_argument(
+        "--blockwise",
+        action="store_true",
+        help="work block by block on a dask cluster (volumes larger than memory); "
+        "a rerun resumes from the finished blocks",
+    )
+    segment.add_argument(
+        "--block-size",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="with --blockwise: block size Z Y X in voxels (default 32 1024 1024 for "
+        "anisotropic stacks, 128 256 256 otherwise); at least the model's context",
+    )
+    segment.add_argument(
+        "--scheduler",
+        default=None,
+        help="with --blockwise: 'processes' (default: a local cluster), 'threads', "
+        "or the address tcp://HOST:PORT of a running dask scheduler",
+    )
+    segment.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="with --blockwise: workers of the local cluster (default 2)",
+    )
     segment.set_defaults(func=cmd_segment)
