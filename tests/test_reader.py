@@ -111,7 +111,7 @@ def test_path_inside_zarr_gives_that_array_only(tmp_path, vol):
     g.create_array("seg", data=vol.astype(np.uint64))
     [(data, kw, kind)] = _read(p / "seg")
     assert kind == "labels" and kw["name"] == "seg"
-    assert isinstance(data, zarr.Array)
+    assert isinstance(data, da.Array)  # lazy: napari reads the chunks it shows
     assert [k["name"] for _, k, _ in _read(p)] == ["raw", "seg"]
 
 
@@ -156,3 +156,107 @@ def test_real_isbi_volume():
     assert data.shape == (30, 512, 512)
     assert data.dtype == np.uint8
     assert kw["name"] == "raw"
+
+
+def _write_ome(path, image, *, voxel=(40.0, 4.0, 4.0), translate=None, labels=False, v05=False):
+    """Write a two-level NGFF image (0.4 on zarr v2, or 0.5 on zarr v3), units nm."""
+    g = zarr.open_group(str(path), mode="w", zarr_format=3 if v05 else 2)
+    datasets = []
+    for level in range(2):
+        f = 2**level
+        g.create_array(str(level), data=image[:, ::f, ::f], chunks=(1, 8, 8))
+        transforms = [{"type": "scale", "scale": [voxel[0], voxel[1] * f, voxel[2] * f]}]
+        if translate is not None:
+            transforms.append({"type": "translation", "translation": list(translate)})
+        datasets.append({"path": str(level), "coordinateTransformations": transforms})
+    axes = [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
+    meta = {"multiscales": [{"axes": axes, "datasets": datasets}]}
+    if labels:
+        meta["image-label"] = {"colors": []}
+    if v05:
+        g.attrs["ome"] = {"version": "0.5", **meta}
+    else:
+        meta["multiscales"][0]["version"] = "0.4"
+        g.attrs.update(meta)
+    return path
+
+
+@pytest.mark.parametrize("v05", [False, True])
+def test_ome_zarr_translation_and_lazy_levels(tmp_path, vol, v05):
+    p = _write_ome(tmp_path / "em.ome.zarr", vol, translate=(80.0, 12.0, -8.0), v05=v05)
+    [(data, kw, kind)] = _read(p)
+    assert kind == "image" and kw["multiscale"] is True
+    assert all(isinstance(level, da.Array) for level in data)
+    assert kw["scale"] == pytest.approx((40.0, 4.0, 4.0))
+    assert kw["translate"] == pytest.approx((80.0, 12.0, -8.0))
+    np.testing.assert_array_equal(data[1].compute(), vol[:, ::2, ::2])
+
+
+def test_ome_zarr_outer_transform_composes(tmp_path, vol):
+    p = _write_ome(tmp_path / "em.zarr", vol, voxel=(1.0, 1.0, 1.0), translate=(1.0, 2.0, 3.0))
+    g = zarr.open_group(str(p), mode="r+")
+    attrs = g.attrs.asdict()
+    attrs["multiscales"][0]["coordinateTransformations"] = [
+        {"type": "scale", "scale": [50.0, 4.0, 4.0]},
+        {"type": "translation", "translation": [0.0, 100.0, 0.0]},
+    ]
+    g.attrs.update(attrs)
+    [(_, kw, _)] = _read(p)
+    assert kw["scale"] == pytest.approx((50.0, 4.0, 4.0))
+    assert kw["translate"] == pytest.approx((50.0, 108.0, 12.0))
+
+
+def test_image_label_marks_labels_whatever_the_name(tmp_path, vol):
+    # uint8 named like an image would be guessed an image; the NGFF mark wins
+    p = _write_ome(tmp_path / "raw.ome.zarr", vol, labels=True)
+    [(data, kw, kind)] = _read(p)
+    assert kind == "labels" and kw["multiscale"] is True
+    assert "contrast_limits" not in kw
+
+
+def test_exported_ome_zarr_opens_as_multiscale_labels(tmp_path):
+    from napari_connectome.io.export import export_labels
+
+    labels = np.zeros((2, 300, 300), np.uint8)  # 8-bit ids: only the metadata says labels
+    labels[:, 100:200, 50:250] = 3
+    out = export_labels(labels, tmp_path / "cells.ome.zarr", voxel_size=(40, 4, 4))
+    [(data, kw, kind)] = _read(out)
+    assert kind == "labels" and kw["multiscale"] is True and len(data) >= 2
+    assert kw["scale"] == pytest.approx((40.0, 4.0, 4.0))
+    assert all(isinstance(level, da.Array) for level in data)
+    np.testing.assert_array_equal(data[0].compute(), labels)
+
+
+def test_segmentation_store_gives_boundaries_and_label_layers(
+    tmp_path, phantom_segmentation, write_store
+):
+    result = phantom_segmentation((2, 48, 48), 3)
+    store = write_store(result, tmp_path / "out.zarr")
+    layers = _read(store)
+    assert [(kw["name"], kind) for _, kw, kind in layers] == [
+        ("boundaries", "image"),
+        ("fragments", "labels"),
+        ("segmentation", "labels"),
+    ]
+    assert all(isinstance(data, da.Array) for data, _, _ in layers)
+    assert all(kw["scale"] == (40.0, 4.0, 4.0) for _, kw, _ in layers)
+    np.testing.assert_array_equal(layers[2][0].compute(), result.segmentation_at(0.5))
+    [(_, kw, kind)] = _read(f"{store}:fragments")
+    assert kind == "labels"
+
+
+def test_big_single_scale_zarr_gets_a_lazy_pyramid(tmp_path, monkeypatch):
+    from napari_connectome.io import multiscale
+
+    p = tmp_path / "big.zarr"
+    z = zarr.open_array(str(p), mode="w", shape=(3, 96, 80), chunks=(1, 32, 32), dtype="uint8")
+    z[:] = (np.arange(3 * 96 * 80).reshape(3, 96, 80) % 251).astype(np.uint8)
+    z.attrs["voxel_size"] = [40, 4, 4]  # anisotropic: strided in y and x only
+    [(data, kw, _)] = _read(p)
+    assert "multiscale" not in kw and isinstance(data, da.Array)  # small: no pyramid
+    monkeypatch.setattr(multiscale, "LAZY_PYRAMID_PLANE_PX", 64)
+    monkeypatch.setattr(multiscale, "LAZY_PYRAMID_MAX_SIZE", 32)
+    [(data, kw, _)] = _read(p)
+    assert kw["multiscale"] is True
+    assert [level.shape for level in data] == [(3, 96, 80), (3, 48, 40), (3, 24, 20)]
+    np.testing.assert_array_equal(data[2].compute(), z[:, ::4, ::4])

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .io import Volume, VolumeError, list_arrays, open_volume, parse_volume_spec
+from .io.multiscale import viewing_levels
 from .io.volumes import volume_format
 
 LayerData = tuple[Any, dict, str]
@@ -79,14 +80,18 @@ def looks_like_labels(name: str, dtype: Any) -> bool:
 
 
 def _layer(vol: Volume) -> LayerData:
-    kind = "labels" if looks_like_labels(vol.name, vol.dtype) else "image"
-    multiscale = len(vol.levels) > 1
+    labels = vol.labels if vol.labels is not None else looks_like_labels(vol.name, vol.dtype)
+    kind = "labels" if labels else "image"
+    levels = viewing_levels(vol.levels, vol.voxel_size)
+    multiscale = len(levels) > 1
     kwargs: dict[str, Any] = {
         "name": vol.name,
         "metadata": {"source": vol.source, "voxel_size_nm": vol.voxel_size},
     }
     if vol.voxel_size is not None:
         kwargs["scale"] = tuple(vol.voxel_size)
+    if vol.translate is not None and any(vol.translate):
+        kwargs["translate"] = tuple(vol.translate)
     if multiscale:
         kwargs["multiscale"] = True
     if kind == "image":
@@ -94,12 +99,11 @@ def _layer(vol: Volume) -> LayerData:
             kwargs["contrast_limits"] = (0, 255)
         elif vol.dtype == np.bool_:
             kwargs["contrast_limits"] = (0, 1)
-    data = list(vol.levels) if multiscale else vol.data
-    return data, kwargs, kind
+    return (levels if multiscale else levels[0]), kwargs, kind
 
 
 def read_volume_layers(path: str | os.PathLike | list) -> list[LayerData]:
-    """Read a volume file (or one array in it) as napari layer data tuples.
+    """Read a volume file (or one array in it) as napari layer data tuples, lazily.
 
     A container (``.npz``, HDF5, zarr group) with no array named gives one
     layer per 2D/3D array of the same shape as its raw array, image layers
@@ -113,9 +117,16 @@ def read_volume_layers(path: str | os.PathLike | list) -> list[LayerData]:
     Returns
     -------
     list of (data, kwargs, layer_type)
-        ``scale`` is the voxel size in nm when known, ``metadata`` holds
-        ``source`` and ``voxel_size_nm``; multiscale volumes give a list of
-        levels with ``multiscale=True``.
+        Lazy data: zarr, HDF5 and compressed TIFF arrays as dask arrays (a
+        slice reads only the chunks it touches), ``.npy`` memory-mapped,
+        ``.npz`` loaded. ``scale`` is the voxel size in nm when known,
+        ``translate`` the OME-Zarr offset in nm when not zero; ``metadata``
+        holds ``source`` and ``voxel_size_nm``. Multiscale volumes (and big
+        single-scale ones, see `napari_connectome.io.multiscale`) give a list
+        of levels, finest first, with ``multiscale=True``. Arrays the file
+        marks as labels (OME-Zarr ``image-label``, a segmentation store's
+        ``fragments`` and ``segmentation``) are labels layers, others are
+        guessed from name and dtype (`looks_like_labels`).
 
     Raises
     ------

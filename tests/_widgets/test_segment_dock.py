@@ -344,3 +344,136 @@ def test_cancel_stops_the_run(make_napari_viewer, qtbot, phantom, tiny_model, mo
     assert dock.controls.status.value == "Cancelled."
     assert dock.controls.run_button.enabled
     assert len(viewer.layers) == 1 and dock.result is None
+
+
+# --- lazy multiscale layers opened through the plugin's reader ------------------------
+
+
+def write_ome_image(path, image, chunks, translate=(0.0, 0.0, 0.0)):
+    """Write ``image`` as a two-level NGFF 0.4 image (zarr v2), 40 x 4 x 4 nm voxels."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    datasets = []
+    for level in range(2):
+        f = 2**level
+        group.create_array(str(level), data=image[:, ::f, ::f], chunks=chunks)
+        transforms = [
+            {"type": "scale", "scale": [40.0, 4.0 * f, 4.0 * f]},
+            {"type": "translation", "translation": list(translate)},
+        ]
+        datasets.append({"path": str(level), "coordinateTransformations": transforms})
+    axes = [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": datasets}]
+    return path
+
+
+def _chunk_of(key: str):
+    """``"0/1.2.3"`` (zarr v2) or ``"0/c/1/2/3"`` (v3) -> (level, (1, 2, 3)); None for metadata."""
+    level, _, rest = key.partition("/")
+    parts = rest.removeprefix("c/").replace("/", ".").split(".")
+    if not level.isdigit() or not all(p.isdigit() for p in parts):
+        return None
+    return int(level), tuple(int(p) for p in parts)
+
+
+def _view_of(viewer, layer, z, size_px):
+    """Centre the view on the layer's middle at section ``z``, about ``size_px`` px wide."""
+    middle = np.asarray(layer.translate) + np.asarray(layer.scale) * np.asarray(
+        [z, *(np.asarray(layer.data[0].shape[1:]) - 1) / 2]
+    )
+    viewer.dims.set_point(0, middle[0])
+    viewer.camera.center = tuple(middle)
+    viewer.camera.zoom = max(viewer.canvas.size) / (size_px * layer.scale[-1])
+
+
+def test_ome_zarr_through_the_reader_reads_only_chunks_in_view(
+    make_napari_viewer, qtbot, tmp_path, phantom, tiny_model, fake_predict, monkeypatch
+):
+    from zarr.storage import LocalStore
+
+    store = write_ome_image(tmp_path / "em.ome.zarr", phantom.raw, chunks=(1, 16, 16))
+    recording, reads = [False], []
+    original_get = LocalStore.get
+
+    async def counting_get(self, key, *args, **kwargs):
+        if recording[0]:
+            reads.append(key)
+        return await original_get(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "get", counting_get)
+    viewer = make_napari_viewer()
+    [image] = viewer.open(str(store), plugin="napari-connectome")
+    assert image.multiscale and len(image.data) == 2
+    dock = open_dock(viewer, tiny_model)
+    assert dock.image.value is image and dock.voxel_size.value == "40, 4, 4"
+    _view_of(viewer, image, z=2, size_px=40)
+    show = type(dock)._show
+
+    def stop_recording_then_show(self, *args):
+        recording[0] = False  # napari may redraw from here on; the dock has read what it needs
+        show(self, *args)
+
+    monkeypatch.setattr(type(dock), "_show", stop_recording_then_show)
+    recording[0] = True
+    assert run_and_wait(dock, qtbot).startswith("Done")
+    region = dock.region
+    assert region.plane and region.start[0] == 2 and max(region.shape[1:]) <= 42
+    wanted = {
+        (2, row, col)
+        for row in range(region.start[1] // 16, (region.stop[1] - 1) // 16 + 1)
+        for col in range(region.start[2] // 16, (region.stop[2] - 1) // 16 + 1)
+    }
+    chunks = [_chunk_of(key) for key in reads]
+    assert chunks and None not in chunks, reads  # chunk reads only, no metadata
+    assert {level for level, _ in chunks} == {0}  # the dock reads level 0
+    assert {index for _, index in chunks} == wanted  # exactly the chunks under the view
+    assert len(chunks) == len(wanted)  # each once
+    assert len(wanted) <= 16 < 4 * 6 * 6  # a fraction of the volume's 144 chunks
+    assert fake_predict == [region.shape[1:]]
+
+
+def test_multiscale_ome_zarr_opened_by_the_plugin_segments_the_visible_region(
+    make_napari_viewer, qtbot, tmp_path, tiny_model
+):
+    from napari_connectome.synthetic import make_phantom
+
+    raw = make_phantom((3, 192, 192), (40, 4, 4), seed=2).raw
+    store = write_ome_image(
+        tmp_path / "em.ome.zarr", raw, chunks=(1, 64, 64), translate=(0.0, 400.0, -200.0)
+    )
+    viewer = make_napari_viewer()
+    [image] = viewer.open(str(store), plugin="napari-connectome")
+    assert image.multiscale
+    np.testing.assert_allclose(image.scale, (40, 4, 4))
+    np.testing.assert_allclose(image.translate, (0, 400, -200))
+    dock = open_dock(viewer, tiny_model)
+    assert dock.scope.value == "region in view"
+    _view_of(viewer, image, z=1, size_px=64)
+    assert run_and_wait(dock, qtbot).startswith("Done")
+    region = dock.region
+    assert region.plane and region.start[0] == 1
+    assert 60 <= max(region.shape[1:]) <= 66 and min(region.shape[1:]) >= 16
+    np.testing.assert_allclose(np.add(region.start[1:], region.stop[1:]) / 2, 96, atol=1.5)
+    assert dock.result.fragments.shape == region.shape[1:]
+    labels, boundaries = viewer.layers["em segmentation"], viewer.layers["em boundaries"]
+    expected = np.asarray(image.translate) + np.asarray(region.start) * image.scale
+    for layer in (labels, boundaries):
+        np.testing.assert_allclose(layer.translate, expected)
+        np.testing.assert_allclose(layer.scale, image.scale)
+        assert layer.data.shape == region.shape
+    np.testing.assert_array_equal(labels.data[0], dock.result.segmentation_at(DEFAULT_THRESHOLD))
+
+
+def test_whole_volume_beyond_the_memory_limit_is_refused(
+    make_napari_viewer, qtbot, phantom, tiny_model, monkeypatch
+):
+    from napari_connectome._widgets import _scope
+
+    monkeypatch.setattr(_scope, "MAX_DOCK_VOXELS", 10_000)
+    viewer = make_napari_viewer()
+    add_em(viewer, phantom)
+    dock = open_dock(viewer, tiny_model)
+    dock.scope.value = "whole volume"
+    _assert_error(viewer, dock, qtbot, "more than a dock reads", 1)
+    assert "blockwise" in dock.controls.status.value

@@ -208,6 +208,43 @@ def test_ome_zarr_labels_group_listed(tmp_path, vol):
     assert list_arrays(p) == ["/", "labels/cells"]
     cells = open_volume(f"{p}:labels/cells")
     assert cells.name == "cells" and cells.dtype == np.uint32 and len(cells.levels) == 2
+    assert cells.labels is True  # listed in the labels group
+    assert open_volume(p).labels is None  # the image: nothing said
+
+
+def test_ome_zarr_translation_squeezed_with_its_axes(tmp_path, vol):
+    p = tmp_path / "img.zarr"
+    g = zarr.open_group(str(p), mode="w", zarr_format=3)
+    g.create_array("s0", data=vol[None, None], chunks=(1, 1, 1, 8, 8))
+    axes = [
+        {"name": "t", "type": "time", "unit": "second"},
+        {"name": "c", "type": "channel"},
+        *({"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"),
+    ]
+    transforms = [
+        {"type": "scale", "scale": [1.0, 1.0, 0.04, 0.008, 0.008]},
+        {"type": "translation", "translation": [3.0, 0.0, 0.4, 0.016, -0.008]},
+    ]
+    g.attrs["ome"] = {
+        "version": "0.5",
+        "multiscales": [
+            {"axes": axes, "datasets": [{"path": "s0", "coordinateTransformations": transforms}]}
+        ],
+        "image-label": {},
+    }
+    v = open_volume(p)
+    assert v.shape == (5, 24, 32)
+    assert v.voxel_size == pytest.approx((40.0, 8.0, 8.0))
+    assert v.translate == pytest.approx((400.0, 16.0, -8.0))
+    assert v.labels is True
+
+
+def test_segmentation_store_arrays_say_what_they_hold(tmp_path, phantom_segmentation, write_store):
+    store = write_store(phantom_segmentation((2, 40, 40), 5), tmp_path / "out.zarr")
+    assert open_volume(f"{store}:boundaries").labels is False
+    assert open_volume(f"{store}:fragments").labels is True
+    assert open_volume(f"{store}:segmentation").labels is True
+    assert open_volume(f"{store}:fragments").translate is None
 
 
 def test_large_zarr_is_not_loaded(tmp_path):

@@ -1,12 +1,16 @@
-"""Which part of an image layer the Segment dock works on: pure geometry, no Qt.
+"""Which part of a layer a dock works on: geometry, and reading only that part. No Qt.
 
-The dock turns its scope (whole volume, current slice, region in view) into a
-:class:`Region` of the layer's data with the helpers here, then reads only
-``data[region.index]``.
+The Segment and Evaluate docks turn their scope (region in view, current
+slice, whole volume) into a :class:`Region` of the layer's full-resolution
+data with :func:`scope_region` (for a multiscale layer: level 0, whatever
+level napari shows), then read only that box with :func:`read_region`, so a
+lazy (zarr, OME-Zarr, dask) layer is never loaded whole. The viewer and layer
+are used through their attributes only; nothing here imports napari.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -14,6 +18,14 @@ import numpy as np
 
 #: Smallest height / width (pixels) of a region worth segmenting.
 MIN_REGION_PX = 16
+
+#: The scopes a dock offers, the first being the default.
+REGION_IN_VIEW, CURRENT_SLICE, WHOLE_VOLUME = "region in view", "current slice", "whole volume"
+SCOPES = (REGION_IN_VIEW, CURRENT_SLICE, WHOLE_VOLUME)
+
+#: Most voxels a dock reads into memory at once (about 2 GB of working memory per
+#: byte of input for segmentation); bigger scopes are refused with a hint.
+MAX_DOCK_VOXELS = 2**27
 
 
 @dataclass(frozen=True)
@@ -173,13 +185,19 @@ def view_region(shape, corners, z: int | None = None) -> Region:
     return Region((base.start[0], *start), (base.stop[0], *stop), plane=True)
 
 
-def region_problem(region: Region) -> str | None:
-    """Say why a region cannot be segmented (empty or too small), or None.
+def region_problem(
+    region: Region, min_px: int = MIN_REGION_PX, max_voxels: int | None = None
+) -> str | None:
+    """Say why a dock cannot work on a region (empty, too small, too big), or None.
 
     Parameters
     ----------
     region : Region
         The region.
+    min_px : int
+        Smallest height and width accepted (1: any non-empty region).
+    max_voxels : int, optional
+        Most voxels accepted; `MAX_DOCK_VOXELS` when not given.
 
     Returns
     -------
@@ -189,12 +207,134 @@ def region_problem(region: Region) -> str | None:
     height, width = region.shape[-2:]
     if min(region.shape) <= 0:
         return "the region in view is empty: the image is out of view; zoom out or pan to it"
-    if height < MIN_REGION_PX or width < MIN_REGION_PX:
+    if height < min_px or width < min_px:
         return (
-            f"the region is only {height}x{width} px (at least {MIN_REGION_PX}x{MIN_REGION_PX} "
+            f"the region is only {height}x{width} px (at least {min_px}x{min_px} "
             "needed); zoom out or pick another scope"
         )
+    limit = MAX_DOCK_VOXELS if max_voxels is None else int(max_voxels)
+    n = int(np.prod(region.shape, dtype=np.int64))
+    if n > limit:
+        size = "x".join(str(s) for s in region.shape)
+        return (
+            f"the scope is {size} voxels ({n / 1e6:,.0f} M), more than a dock reads into "
+            f"memory ({limit / 1e6:,.0f} M); pick 'region in view' and zoom in, or use the "
+            "command line for the whole volume (napari-connectome segment ... --blockwise)"
+        )
     return None
+
+
+def level0(layer):
+    """Return a layer's full-resolution data: level 0 of a multiscale layer, else its data.
+
+    Parameters
+    ----------
+    layer : napari.layers.Layer
+        An image or labels layer.
+
+    Returns
+    -------
+    array-like
+        Not loaded: a numpy, zarr or dask array as the layer holds it.
+    """
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def read_region(data, region: Region) -> np.ndarray:
+    """Read one region of an array into memory, touching only the chunks it overlaps.
+
+    Parameters
+    ----------
+    data : array-like
+        Level-0 data: numpy, ``np.memmap``, zarr or dask (computed here).
+    region : Region
+        The box to read; a plane region drops its z axis.
+
+    Returns
+    -------
+    numpy.ndarray
+        The box's voxels (a view when ``data`` is a numpy array and the box is all of it).
+    """
+    part = data if region.covers(data.shape) else data[region.index]
+    if hasattr(part, "compute"):
+        part = part.compute()
+    return np.asarray(part)
+
+
+def scope_region(viewer, layer, scope: str) -> Region:
+    """Return the box of a layer's full-resolution data that a dock's scope covers.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        Gives the current point (``dims``), the camera and the canvas size.
+    layer : napari.layers.Layer
+        A 2D or 3D layer, single- or multiscale; world coordinates map to its
+        level-0 voxels through ``layer.world_to_data``.
+    scope : str
+        One of `SCOPES`. ``"region in view"``: the canvas's visible box, in
+        the current section when the view is 2D, through all sections when it
+        is 3D; ``"current slice"``: the section shown (all of a 2D layer);
+        ``"whole volume"``: all of it.
+
+    Returns
+    -------
+    Region
+        Clipped to the data (possibly empty, see `region_problem`).
+
+    Raises
+    ------
+    ValueError
+        When the scope is unknown, or the region in view is asked for while
+        the y/x plane is not the displayed one.
+    """
+    shape = tuple(int(n) for n in level0(layer).shape)
+    if scope == WHOLE_VOLUME:
+        return whole_region(shape)
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; pick one of {', '.join(SCOPES)}")
+    dims = viewer.dims
+    point = np.asarray(dims.point, dtype=float)
+    z = None
+    if len(shape) == 3:
+        z = int(np.round(layer.world_to_data(point)[0]))
+    if scope == CURRENT_SLICE:
+        return slice_region(shape, z)
+    offset = dims.ndim - len(shape)
+    displayed = [d for d in dims.displayed if d >= offset]
+    if sorted(d - offset for d in displayed[-2:]) != [len(shape) - 2, len(shape) - 1]:
+        raise ValueError("'region in view' needs the y/x plane in view; reset the dims order")
+    camera = viewer.camera
+    box = view_box(camera.center, camera.zoom, viewer.canvas.size, dims.ndisplay == 3)
+    corners = []
+    for vertical, horizontal in itertools.product(box[:, 0], box[:, 1]):
+        corner = point.copy()
+        corner[displayed[-2]], corner[displayed[-1]] = vertical, horizontal
+        corners.append(layer.world_to_data(corner))
+    return view_region(shape, corners, z if dims.ndisplay == 2 else None)
+
+
+def describe_region(region: Region, shape) -> str:
+    """Describe a region for a status line: ``"all 4x96x96 px"``, ``"64x64 px of section 2"``.
+
+    Parameters
+    ----------
+    region : Region
+        The region.
+    shape : tuple of int
+        The full data shape.
+
+    Returns
+    -------
+    str
+        A short phrase.
+    """
+    size = "x".join(str(s) for s in (region.shape[1:] if region.plane else region.shape))
+    if region.covers(shape):
+        return f"all {size} px"
+    if region.plane:
+        return f"{size} px of section {region.start[0]}"
+    return f"{size} px at {tuple(int(a) for a in region.start)}"
 
 
 def layer_voxel_size(scale, metadata) -> tuple[float, ...] | None:

@@ -1,11 +1,24 @@
-"""The Evaluate dock: VOI and adapted Rand error of a segmentation against truth."""
+"""The Evaluate dock: VOI and adapted Rand error of a segmentation against truth.
+
+It scores the region in view by default (or the current slice, or the whole
+volume): only that box of both layers' full-resolution data is read, so lazy
+multiscale layers (zarr, OME-Zarr) are never loaded whole.
+"""
 
 from __future__ import annotations
 
-import numpy as np
 from magicgui.widgets import ComboBox, Container, Label
 
 from ._run_controls import RunControls
+from ._scope import (
+    REGION_IN_VIEW,
+    SCOPES,
+    describe_region,
+    level0,
+    read_region,
+    region_problem,
+    scope_region,
+)
 
 
 def _labels_layers(widget) -> list:
@@ -20,11 +33,6 @@ def _labels_layers(widget) -> list:
 def _looks_like_truth(name: str) -> bool:
     lowered = name.lower()
     return "truth" in lowered or lowered.startswith("gt") or "ground" in lowered
-
-
-def _full_resolution(layer) -> np.ndarray:
-    data = layer.data[0] if layer.multiscale else layer.data
-    return np.asarray(data)
 
 
 def format_scores(scores: dict) -> str:
@@ -67,10 +75,17 @@ class EvaluateDock(Container):
         self.ground_truth = ComboBox(
             label="ground truth", choices=self._layer_choices, nullable=True
         )
+        self.scope = ComboBox(
+            label="scope",
+            choices=list(SCOPES),
+            value=REGION_IN_VIEW,
+            tooltip="the part of the segmentation layer scored; only that part is read",
+        )
         self.controls = RunControls(run_text="Evaluate")
         self.result = Label(value="")
+        self.region = None
         super().__init__(
-            widgets=[self.segmentation, self.ground_truth, self.controls, self.result]
+            widgets=[self.segmentation, self.ground_truth, self.scope, self.controls, self.result]
         )
         self.controls.run_button.changed.connect(self.run)
         viewer.layers.events.inserted.connect(self._on_layer_added)
@@ -113,18 +128,35 @@ class EvaluateDock(Container):
                 f"'{truth.name}' has shape {truth_shape}; pick layers of the same shape."
             )
             return
+        try:
+            region = scope_region(self._viewer, segmentation, self.scope.value)
+        except ValueError as error:
+            self.controls.status.value = f"Error: {error}"
+            return
+        problem = region_problem(region, min_px=1)
+        if problem:
+            self.controls.status.value = f"Error: {problem}"
+            return
+        seg_data, truth_data = level0(segmentation), level0(truth)
+        where = describe_region(region, seg_shape)
+
+        def work():
+            return evaluate_segmentation(
+                read_region(seg_data, region), read_region(truth_data, region)
+            )
+
         self.result.value = ""
+        self.region = region
         self.controls.start(
-            lambda: evaluate_segmentation(_full_resolution(segmentation), _full_resolution(truth)),
-            self._show,
-            busy_message="Evaluating...",
+            work,
+            lambda scores: self._show(scores, where),
+            busy_message=f"Evaluating {where}...",
         )
 
-    def _show(self, scores: dict) -> None:
+    def _show(self, scores: dict, where: str) -> None:
         self.result.value = format_scores(scores)
-        self.controls.status.value = "Done."
+        self.controls.status.value = f"Done: {where}."
 
 
 def _shape(layer) -> tuple:
-    data = layer.data[0] if layer.multiscale else layer.data
-    return tuple(data.shape)
+    return tuple(level0(layer).shape)

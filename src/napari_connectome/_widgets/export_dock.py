@@ -8,7 +8,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit
 
 from ..io.export import EXPORT_SUFFIXES, check_export_path, describe_export, export_labels
 from ._run_controls import RunControls
-from ._scope import layer_voxel_size
+from ._scope import layer_voxel_size, level0
 
 
 class _Stopped(Exception):
@@ -67,7 +67,7 @@ class ExportDock(Container):
         except (ValueError, OSError) as error:
             self.controls.status.value = f"Error: {error}"
             return
-        data = layer.data[0] if layer.multiscale else layer.data
+        data = level0(layer)
         voxel = layer_voxel_size(layer.scale, layer.metadata)
 
         def work(report, should_stop):

@@ -9,27 +9,29 @@ re-segments with a table lookup (:meth:`SegmentationResult.segmentation_at`).
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit
 
 from ..segmentation import DEFAULT_THRESHOLD
 from ._layer_output import LayerOutput
 from ._run_controls import RunControls
 from ._scope import (
+    CURRENT_SLICE,
+    REGION_IN_VIEW,
+    SCOPES,
+    WHOLE_VOLUME,
     layer_voxel_size,
+    level0,
     parse_voxel_size,
+    read_region,
     region_problem,
-    slice_region,
-    view_box,
-    view_region,
-    whole_region,
+    scope_region,
 )
 
-REGION_IN_VIEW, CURRENT_SLICE, WHOLE_VOLUME = "region in view", "current slice", "whole volume"
-SCOPES = (REGION_IN_VIEW, CURRENT_SLICE, WHOLE_VOLUME)
+__all__ = ["CURRENT_SLICE", "REGION_IN_VIEW", "SCOPES", "WHOLE_VOLUME", "SegmentDock"]
+
 BUNDLED, MODEL_FILE = "bundled", "file"
 
 
@@ -44,10 +46,6 @@ def _cuda_available() -> bool:
 def _unwrap(obj):
     """Return the object behind napari's ``PublicOnlyProxy`` (identity checks need it)."""
     return getattr(obj, "__wrapped__", obj)
-
-
-def _level0(layer):
-    return layer.data[0] if layer.multiscale else layer.data
 
 
 class SegmentDock(Container):
@@ -90,6 +88,12 @@ class SegmentDock(Container):
         self.voxel_size = LineEdit(
             label="voxel size (nm)", tooltip="z, y, x (3D) or y, x (2D), in nm", value=""
         )
+        self.correct_sections = CheckBox(
+            label="correct sections",
+            value=True,
+            tooltip="serial-section stacks: bridge blank sections and re-align shifted ones "
+            "before linking sections",
+        )
         self.controls = RunControls(run_text="Segment")
         self.threshold = FloatSlider(
             label="threshold",
@@ -110,6 +114,7 @@ class SegmentDock(Container):
                 self.device,
                 self.scope,
                 self.voxel_size,
+                self.correct_sections,
                 self.controls,
                 self.threshold,
                 self.counts,
@@ -189,17 +194,20 @@ class SegmentDock(Container):
             return
         from ..segmentation import segment_volume
 
-        whole = region.covers(data.shape)
         threshold = float(self.threshold.value)
+        section_correction = bool(self.correct_sections.value)
+        shape = "x".join(str(s) for s in region.shape)
 
         def work(report, should_stop):
-            volume = data if whole else data[region.index]  # reads only the region
+            report(0.0, f"Reading {shape} px...")
+            volume = read_region(data, region)  # only the chunks under the region
             return segment_volume(
                 volume,
                 voxel_size,
                 model=model,
                 device=device,
                 threshold=threshold,
+                section_correction=section_correction,
                 progress=lambda fraction, message: report(fraction, message.capitalize()),
                 should_stop=should_stop,
             )
@@ -213,7 +221,6 @@ class SegmentDock(Container):
             ),
             "plane": region.plane,
         }
-        shape = "x".join(str(s) for s in region.shape)
         self.controls.start(
             work,
             lambda result: self._show(result, region, placement),
@@ -232,13 +239,13 @@ class SegmentDock(Container):
             raise ValueError(
                 f"'{layer.name}' is {layer.ndim}D; pick a 2D (y, x) or 3D (z, y, x) image"
             )
-        data = _level0(layer)
+        data = level0(layer)
         voxel_size = parse_voxel_size(self.voxel_size.value, layer.ndim)
         model = self._model_choice()
         device = self.device.value
         if device == "cuda" and not _cuda_available():
             raise ValueError("CUDA was asked for but is not available here; pick auto or cpu")
-        region = self._region(layer, data.shape)
+        region = scope_region(self._viewer, layer, self.scope.value)
         problem = region_problem(region)
         if problem:
             raise ValueError(problem)
@@ -259,31 +266,6 @@ class SegmentDock(Container):
         if path is None or not Path(path).is_file():
             raise ValueError("pick a model file (.safetensors, .pt or .pth)")
         return str(path)
-
-    def _region(self, layer, shape):
-        """Return the part of the layer's level-0 data to segment, from the scope."""
-        scope = self.scope.value
-        if scope == WHOLE_VOLUME:
-            return whole_region(shape)
-        dims = self._viewer.dims
-        point = np.asarray(dims.point, dtype=float)
-        z = None
-        if len(shape) == 3:
-            z = int(np.round(layer.world_to_data(point)[0]))
-        if scope == CURRENT_SLICE:
-            return slice_region(shape, z)
-        offset = dims.ndim - layer.ndim
-        displayed = [d for d in dims.displayed if d >= offset]
-        if sorted(d - offset for d in displayed[-2:]) != [layer.ndim - 2, layer.ndim - 1]:
-            raise ValueError("'region in view' needs the y/x plane in view; reset the dims order")
-        camera = self._viewer.camera
-        box = view_box(camera.center, camera.zoom, self._viewer.canvas.size, dims.ndisplay == 3)
-        corners = []
-        for vertical, horizontal in itertools.product(box[:, 0], box[:, 1]):
-            corner = point.copy()
-            corner[displayed[-2]], corner[displayed[-1]] = vertical, horizontal
-            corners.append(layer.world_to_data(corner))
-        return view_region(shape, corners, z if dims.ndisplay == 2 else None)
 
     # --- results on layers (GUI thread) ---------------------------------------------
 

@@ -177,6 +177,13 @@ class Found:
         Which axes are spatial, when the format says so.
     color : bool
         True when the format says the samples are RGB(A).
+    translate : tuple of float or None
+        Position of the first voxel of ``levels[0]`` in nm per axis (None
+        entries for non-spatial axes), when the format records it.
+    labels : bool or None
+        True when the format marks the array as label ids (an OME-Zarr
+        ``image-label``, a segmentation store's ids), False when it marks it
+        as an image, None when it does not say.
     """
 
     levels: list
@@ -186,6 +193,8 @@ class Found:
     axes: list | None = None
     spatial: list | None = None
     color: bool = False
+    translate: tuple | None = None
+    labels: bool | None = None
 
 
 class OpenArray:

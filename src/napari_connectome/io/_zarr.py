@@ -17,6 +17,7 @@ from ._common import (
     short_name,
     stem,
 )
+from .segmentation_store import STORE_FORMAT
 
 _NODE_FILES = (".zarray", ".zgroup", "zarr.json")
 _GROUP_FILES = (".zgroup", "zarr.json")
@@ -107,15 +108,19 @@ def list_zarr(path: Path) -> list[str]:
     return names
 
 
-def _scale_of(transforms: Any) -> list[float] | None:
+def _transform_of(transforms: Any, kind: str) -> list[float] | None:
+    """Return the values of the first ``kind`` (``scale``/``translation``) transform, or None."""
     for t in transforms or []:
-        if isinstance(t, dict) and t.get("type") == "scale" and "scale" in t:
-            return [float(v) for v in t["scale"]]
+        if isinstance(t, dict) and t.get("type") == kind and kind in t:
+            try:
+                return [float(v) for v in t[kind]]
+            except (TypeError, ValueError):
+                return None
     return None
 
 
-def _multiscale_voxel_size(meta: dict, ndim: int) -> tuple[tuple | None, list, list]:
-    """Return (voxel size in nm with None for non-spatial axes, axis names, spatial flags)."""
+def _axes_of(meta: dict, ndim: int) -> tuple[list, list, list]:
+    """Return the axis names, spatial flags and units of NGFF ``multiscales`` metadata."""
     raw_axes = meta.get("axes") or ["t", "c", "z", "y", "x"][-ndim:]
     axes, spatial, units = [], [], []
     for ax in raw_axes:
@@ -129,31 +134,87 @@ def _multiscale_voxel_size(meta: dict, ndim: int) -> tuple[tuple | None, list, l
             axes.append(str(ax))
             spatial.append(str(ax).lower() in ("z", "y", "x"))
             units.append(None)
+    return axes, spatial, units
+
+
+def _level0_transform(meta: dict, ndim: int) -> tuple[list | None, list]:
+    """Compose level 0's and the outer scale/translation: (scale, translation) per axis."""
+    first = meta["datasets"][0].get("coordinateTransformations")
+    scale = _transform_of(first, "scale")
+    shift = _transform_of(first, "translation") or [0.0] * ndim
+    outer = meta.get("coordinateTransformations")
+    outer_scale = _transform_of(outer, "scale") or [1.0] * ndim
+    outer_shift = _transform_of(outer, "translation") or [0.0] * ndim
+    if scale is None or any(len(v) != ndim for v in (scale, shift, outer_scale, outer_shift)):
+        return None, [0.0] * ndim
+    scale = [a * b for a, b in zip(scale, outer_scale, strict=True)]
+    shift = [t * s + u for t, s, u in zip(shift, outer_scale, outer_shift, strict=True)]
+    return scale, shift
+
+
+def _multiscale_geometry(meta: dict, ndim: int) -> tuple:
+    """Return (voxel size, translation) in nm, axis names and spatial flags.
+
+    Voxel size and translation hold None for non-spatial axes; both are None
+    when the spatial scale is unknown (missing, unknown units, identity).
+    """
+    axes, spatial, units = _axes_of(meta, ndim)
     if len(axes) != ndim:
-        return None, [f"dim_{i}" for i in range(ndim)], [True] * ndim
-    scale = _scale_of(meta["datasets"][0].get("coordinateTransformations"))
-    outer = _scale_of(meta.get("coordinateTransformations"))
-    if scale is None or len(scale) != ndim:
-        return None, axes, spatial
-    if outer is not None and len(outer) == ndim:
-        scale = [a * b for a, b in zip(scale, outer, strict=True)]
+        return None, None, [f"dim_{i}" for i in range(ndim)], [True] * ndim
+    scale, shift = _level0_transform(meta, ndim)
+    if scale is None:
+        return None, None, axes, spatial
     space_units = [u for u, s in zip(units, spatial, strict=True) if s]
     if all(u is None for u in space_units):
         # No units: take the numbers as nm, unless they are the identity.
         space_scale = [v for v, s in zip(scale, spatial, strict=True) if s]
         if all(v == 1.0 for v in space_scale):
-            return None, axes, spatial
+            return None, None, axes, spatial
         factors = [1.0] * ndim
     else:
         factors = [nm_per_unit(u) if s else 1.0 for u, s in zip(units, spatial, strict=True)]
         if any(f is None for f in factors):
-            return None, axes, spatial
+            return None, None, axes, spatial
     size = tuple(
         (v * f if s and v > 0 else None) for v, f, s in zip(scale, factors, spatial, strict=True)
     )
     if any(v is None for v, s in zip(size, spatial, strict=True) if s):
-        return None, axes, spatial
-    return size, axes, spatial
+        return None, None, axes, spatial
+    offset = tuple((t * f if s else None) for t, f, s in zip(shift, factors, spatial, strict=True))
+    return size, offset, axes, spatial
+
+
+def _marked_labels(attrs: Any) -> bool:
+    """Tell whether NGFF attributes mark a label image (``image-label``, 0.4 or 0.5)."""
+    try:
+        ome = attrs.get("ome")
+        return "image-label" in attrs or (isinstance(ome, dict) and "image-label" in ome)
+    except Exception:  # attributes that are not a mapping
+        return False
+
+
+def _listed_label(root: Any, key: str) -> bool:
+    """Tell whether ``key`` is an image listed in the ``labels`` attribute of its parent group."""
+    parent, _, leaf = key.rpartition("/")
+    if not parent:
+        return False
+    try:
+        listed = root[parent].attrs.get("labels")
+        return isinstance(listed, list) and leaf in listed
+    except Exception:  # no such group, or attributes that are not a mapping
+        return False
+
+
+def _store_kind(root: Any, key: str) -> bool | None:
+    """Say whether an array of a segmentation store holds ids (True), an image (False)."""
+    try:
+        is_store = root.attrs.get("format") == STORE_FORMAT
+    except Exception:  # attributes that are not a mapping
+        return None
+    if not is_store:
+        return None
+    top = key.split("/", 1)[0]
+    return {"boundaries": False, "fragments": True, "segmentation": True}.get(top)
 
 
 def open_zarr(path: Path, array: str | None) -> Found:
@@ -189,13 +250,16 @@ def open_zarr(path: Path, array: str | None) -> Found:
     source = f"{path}:{key}" if key else str(path)
     name = short_name(key, stem(path))
 
+    kind = _store_kind(root, key) if not _is_array(root) else None
     if _is_array(node):
         size = None
         for attrs in (node.attrs, root.attrs):
             for attr in ("voxel_size", "resolution"):
                 if size is None and attr in attrs:
                     size = as_voxel_size(attrs[attr], len(node.shape))
-        return Found(levels=[node], voxel_size=size, name=name, source=source)
+        if kind is None and _marked_labels(node.attrs):
+            kind = True
+        return Found(levels=[node], voxel_size=size, name=name, source=source, labels=kind)
 
     meta = multiscale_meta(node.attrs)
     if meta is None:
@@ -208,7 +272,16 @@ def open_zarr(path: Path, array: str | None) -> Found:
         levels = [node[str(d["path"]).strip("/")] for d in meta["datasets"]]
     except Exception as exc:
         raise corrupted(source, exc) from exc
-    size, axes, spatial = _multiscale_voxel_size(meta, len(levels[0].shape))
+    size, offset, axes, spatial = _multiscale_geometry(meta, len(levels[0].shape))
+    if _marked_labels(node.attrs) or _listed_label(root, key):
+        kind = True
     return Found(
-        levels=levels, voxel_size=size, name=name, source=source, axes=axes, spatial=spatial
+        levels=levels,
+        voxel_size=size,
+        name=name,
+        source=source,
+        axes=axes,
+        spatial=spatial,
+        translate=offset,
+        labels=kind,
     )

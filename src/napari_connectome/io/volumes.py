@@ -23,6 +23,7 @@ import numpy as np
 
 from . import _formats, _zarr
 from ._common import Found, VolumeError, corrupted
+from .multiscale import as_dask
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -82,6 +83,13 @@ class Volume:
         A short layer name (the array name or the file stem).
     source : str
         The path (and array) it came from.
+    translate : tuple of float or None
+        Position of the first voxel in nm per axis (OME-Zarr ``translation``),
+        None when the file does not record one.
+    labels : bool or None
+        True when the file marks the array as label ids (an OME-Zarr
+        ``image-label``, a segmentation store's ``fragments`` or
+        ``segmentation``), False when it marks an image, None when it does not say.
     """
 
     data: Any
@@ -89,6 +97,8 @@ class Volume:
     voxel_size: tuple[float, ...] | None
     name: str
     source: str
+    translate: tuple[float, ...] | None = None
+    labels: bool | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -233,18 +243,6 @@ def list_arrays(path: str | os.PathLike) -> list[str]:
     return lister(p) if lister else []
 
 
-def _as_dask(level: Any) -> Any:
-    import dask.array as da
-
-    if isinstance(level, (np.ndarray, da.Array)):
-        return level
-    try:
-        chunks = level.chunks
-    except Exception:  # sharded zarr arrays may not report chunks
-        chunks = "auto"
-    return da.from_array(level, chunks=chunks)
-
-
 def _squeeze(found: Found) -> Found:
     """Drop singleton non-spatial axes (and singleton axes beyond three dimensions)."""
     shape = tuple(found.levels[0].shape)
@@ -259,9 +257,10 @@ def _squeeze(found: Found) -> Found:
     if len(keep) == len(shape):
         return found
     index = tuple(slice(None) if i in keep else 0 for i in range(len(shape)))
-    levels = [_as_dask(level)[index] for level in found.levels]
-    size = found.voxel_size
+    levels = [as_dask(level)[index] for level in found.levels]
+    size, offset = found.voxel_size, found.translate
     found.voxel_size = tuple(size[i] for i in keep) if size is not None else None
+    found.translate = tuple(offset[i] for i in keep) if offset is not None else None
     found.levels = levels
     found.axes = [found.axes[i] for i in keep] if found.axes else None
     found.spatial = [spatial[i] for i in keep]
@@ -346,22 +345,30 @@ def open_volume(
         np.asarray(probe.compute() if hasattr(probe, "compute") else probe)
     except Exception as exc:
         raise corrupted(found.source, exc) from exc
-    size = found.voxel_size
-    if size is not None:  # None marks a non-spatial axis: unit spacing, or unknown if spatial
-        spatial = found.spatial or [True] * len(size)
-        if len(size) != len(shape) or any(
-            v is None and s for v, s in zip(size, spatial, strict=True)
-        ):
-            size = None
-        else:
-            size = tuple(1.0 if v is None else float(v) for v in size)
     return Volume(
         data=data,
         levels=list(found.levels),
-        voxel_size=size,
+        voxel_size=_per_axis(found.voxel_size, found.spatial, shape, 1.0),
         name=found.name,
         source=found.source,
+        translate=_per_axis(found.translate, found.spatial, shape, 0.0),
+        labels=found.labels,
     )
+
+
+def _per_axis(values, spatial, shape, fill: float) -> tuple[float, ...] | None:
+    """Check a per-axis value (voxel size, offset) against the shape; ``fill`` non-spatial axes.
+
+    None entries mark non-spatial axes; on a spatial axis they make the whole value unknown.
+    """
+    if values is None:
+        return None
+    spatial = spatial or [True] * len(values)
+    if len(values) != len(shape) or any(
+        v is None and s for v, s in zip(values, spatial, strict=True)
+    ):
+        return None
+    return tuple(fill if v is None else float(v) for v in values)
 
 
 def read_array(spec: str | os.PathLike, **kw: Any) -> np.ndarray:
