@@ -14,6 +14,9 @@ segment
     write the whole segmentation state to a zarr store.
 proofread
     Merge, split, lock, undo and redo on a segmentation store, journaled like the dock.
+review
+    List a store's review queue (false splits and merges with suggested fixes); with
+    ``--simulate GROUND_TRUTH`` a simulated proofreader's VOI / adapted Rand curve.
 export
     Write the proofread labels of a segmentation store to OME-Zarr, TIFF or HDF5.
 train
@@ -25,7 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _commands, _export, _proofread, _segment
+from . import _commands, _export, _proofread, _review, _segment
 from ._common import CommandError
 
 
@@ -46,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     _commands.add_parsers(sub)
     _segment.add_parser(sub)
     _proofread.add_parser(sub)
+    _review.add_parser(sub)
     _export.add_parser(sub)
     return parser
 
