@@ -118,3 +118,46 @@ def test_observe_a_user_merge_counts_as_an_accepted_candidate(result):
     assert queue.status[c.id] == "accepted"
     assert queue.answers[-1] == (c, True)
     assert all(state.has_segment(s) for x in queue.candidates.values() for s in x.segments)
+
+
+def test_split_seeds_lie_in_their_fragments_and_are_found_in_its_box_only(result):
+    state = fresh_state(result)
+    queue = ReviewQueue(state, ranking="static")
+    split = queue.pending("split")[0]
+    edit = queue.edit_for(split.id)
+    for part, group in zip(split.parts, edit.seeds, strict=True):
+        for fragment, seed in zip(part, group, strict=True):
+            assert state.fragments[seed] == fragment
+
+    class BoxReadsOnly:  # the whole fragment volume may not be read
+        def __init__(self, array):
+            self.array, self.shape, self.dtype, self.ndim = array, array.shape, array.dtype, 3
+
+        def __getitem__(self, key):
+            out = self.array[key]
+            assert out.size < self.array.size, "the whole fragment volume was read"
+            return out
+
+        def __array__(self, *args, **kwargs):
+            raise AssertionError("the whole fragment volume was read")
+
+    state.fragments = BoxReadsOnly(state.fragments)
+    queue._seeds.clear()
+    assert queue.edit_for(split.id).seeds == edit.seeds
+
+
+def test_unanswer_makes_an_undone_fix_pending_and_old_answers_still_teach(result):
+    state = fresh_state(result)
+    history = History(state)
+    queue = ReviewQueue(state, ranking="learned")
+    merge = queue.pending("merge")[0]
+    change = queue.accept(merge.id, history=history)
+    history.undo()
+    touched = {int(s) for s in change.table.new} | set(map(int, merge.segments))
+    queue.unanswer(merge.id, touched)
+    assert queue.status.get(merge.id, "pending") == "pending"
+    assert all(c.id != merge.id for c, _ in queue.answers)
+    fresh = ReviewQueue(fresh_state(result), ranking="learned")
+    fresh.load_examples([merge], [True])
+    fresh.load_examples([merge], [True])  # the same answer is not counted twice
+    assert [(c.id, wrong) for c, wrong in fresh.answers] == [(merge.id, True)]

@@ -98,7 +98,7 @@ class ReviewQueue:
         self._since_retrain = 0
         self._rejected_cuts: set = set()
         self._rejected_pairs: list = []
-        self._seeds: np.ndarray | None = None
+        self._seeds: dict[int, tuple[int, ...]] = {}
         self._seed_n = -1
         self._add(self.builder.derive())
 
@@ -238,7 +238,7 @@ class ReviewQueue:
         counts = dict.fromkeys(STATUSES, 0)
         for st in self.status.values():
             counts[st] += 1
-        pend = self.pending()
+        pend = [self.candidates[i] for i, st in self.status.items() if st == "pending"]
         probs = self.scorer.predict(pend) if pend else np.zeros(0)
         return {
             "reviewed": counts["accepted"] + counts["rejected"],
@@ -276,23 +276,23 @@ class ReviewQueue:
         c = self._get(cid)
         if c.kind == "merge":
             return MergeEdit(*c.segments)
-        seeds = self._seed_voxels()
-        groups = [[tuple(int(v) for v in seeds[int(f)]) for f in part] for part in c.parts]
+        groups = [[self._seed_voxel(int(f)) for f in part] for part in c.parts]
         return SplitEdit(c.segments[0], groups)
 
-    def _seed_voxels(self) -> np.ndarray:
-        """One voxel of every fragment (computed once per fragment set)."""
+    def _seed_voxel(self, fragment: int) -> tuple[int, ...]:
+        """One voxel of a fragment, found inside its bounding box only (cached)."""
         n = self.state.n_fragments
-        if self._seeds is None or self._seed_n != n:
-            frag = np.asarray(self.state.fragments).reshape(-1)
-            ids, first = np.unique(frag, return_index=True)
-            seeds = np.zeros((n + 1, self.state.ndim), np.int64)
-            ok = ids <= n
-            seeds[ids[ok].astype(np.int64)] = np.stack(
-                np.unravel_index(first[ok], self.state.fragments.shape), axis=1
-            )
-            self._seeds, self._seed_n = seeds, n
-        return self._seeds
+        if self._seed_n != n:  # a split made new fragments: voxels may have moved
+            self._seeds, self._seed_n = {}, n
+        seed = self._seeds.get(fragment)
+        if seed is None:
+            box = self.state.fragment_bbox(fragment)
+            inside = np.argwhere(np.asarray(self.state.fragments[box]) == fragment)
+            if len(inside) == 0:
+                raise KeyError(f"fragment {fragment} has no voxels")
+            seed = tuple(int(v + b.start) for v, b in zip(inside[0], box, strict=True))
+            self._seeds[fragment] = seed
+        return seed
 
     def accept(self, cid: str, history=None):
         """Apply a candidate's suggested fix and record the answer "wrong here".
@@ -394,6 +394,39 @@ class ReviewQueue:
         self.scores.update(zip(ids, scores.tolist(), strict=True))
         self._heap = [(-s, i) for i, s in zip(ids, scores.tolist(), strict=True)]
         heapq.heapify(self._heap)
+
+    def unanswer(self, cid: str, segments) -> None:
+        """Take back the last answer to a candidate (its fix was undone): pending again.
+
+        Parameters
+        ----------
+        cid : str
+            Candidate id.
+        segments : iterable of int
+            Segments the undo changed; their candidates are re-derived.
+        """
+        self.status.pop(cid, None)
+        for i in range(len(self.answers) - 1, -1, -1):
+            if self.answers[i][0].id == cid:
+                del self.answers[i]
+                break
+        self.refresh(segments)
+
+    def load_examples(self, candidates, labels) -> None:
+        """Add answered candidates that are no longer current as training examples.
+
+        Parameters
+        ----------
+        candidates : sequence of Candidate
+            Candidates answered in an earlier session (e.g. accepted fixes, whose
+            segments have changed since).
+        labels : sequence of bool
+            True where the candidate was wrong (its fix accepted).
+        """
+        known = {c.id for c, _ in self.answers}
+        for c, wrong in zip(candidates, labels, strict=True):
+            if c.id not in known:
+                self.answers.append((c, bool(wrong)))
 
     # ------------------------------------------------------------ persistence
     def statuses(self) -> dict:
