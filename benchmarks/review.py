@@ -77,10 +77,12 @@ def _boundaries(name: str, raw, voxel, cache: Path | None):
     return bnd
 
 
-def _result(bnd, voxel, mask=None):
-    from napari_connectome.segmentation import segment_boundaries_state
+def _result(bnd, voxel, mask=None, raw=None):
+    """Segment as ``segment_volume`` does: with section correction when ``raw`` is given."""
+    from napari_connectome.segmentation import check_sections, segment_boundaries_state
 
-    return segment_boundaries_state(bnd, voxel, mask=mask)
+    sections = check_sections(raw, voxel)[0] if raw is not None else None
+    return segment_boundaries_state(bnd.copy(), voxel, mask=mask, sections=sections)
 
 
 def truth_2d_from_membranes(membranes: np.ndarray) -> np.ndarray:
@@ -115,7 +117,7 @@ def volumes(data_dir: Path, cache: Path | None) -> list[dict]:
                 "volume": "ISBI 2012",
                 "held_out": "z 20-29",
                 "truth": truth,
-                "result": _result(bnd, ISBI[1]),
+                "result": _result(bnd, ISBI[1], raw=raw),
             }
         )
     path = data_dir / VNC[0]
@@ -144,7 +146,7 @@ def volumes(data_dir: Path, cache: Path | None) -> list[dict]:
                 "volume": "gala FIB-SEM",
                 "held_out": "z 40-49",
                 "truth": truth,
-                "result": _result(bnd, GALA[1]),
+                "result": _result(bnd, GALA[1], raw=raw),
             }
         )
     from napari_connectome.synthetic import make_phantom
@@ -157,7 +159,7 @@ def volumes(data_dir: Path, cache: Path | None) -> list[dict]:
             "volume": "phantom",
             "held_out": f"seed {seed}, {shape}",
             "truth": phantom.neurons,
-            "result": _result(bnd, voxel),
+            "result": _result(bnd, voxel, raw=phantom.raw),
         }
     )
     return out
