@@ -316,3 +316,20 @@ def test_blockwise_bad_input_fails_before_any_work(tmp_path, tiny_model, phantom
     assert not any(".blockwise" in p.name for p in tmp_path.iterdir())
     assert _run(phantom_npz, tmp_path / "x.zarr", "--block-size", "2", "48", "48") == 2
     assert "need --blockwise" in capsys.readouterr().err
+
+
+def test_segment_with_synapses_adds_them_to_the_store(tmp_path, tiny_model, phantom_npz, capsys):
+    from napari_connectome.io.synapse_store import has_synapses, read_synapse_store
+
+    out = tmp_path / "seg.zarr"
+    assert _run(phantom_npz, out, "--model", tiny_model, "--synapses") == 0
+    assert "synapses      " in capsys.readouterr().out
+    assert has_synapses(out)
+    stored = read_synapse_store(out)
+    assert stored.labels.shape == (4, 96, 96)
+
+
+def test_synapses_with_blockwise_is_refused_before_any_work(tmp_path, tiny_model, phantom_npz):
+    out = tmp_path / "seg.zarr"
+    assert _run(phantom_npz, out, "--model", tiny_model, "--synapses", "--blockwise") == 2
+    assert _nothing_written(tmp_path)

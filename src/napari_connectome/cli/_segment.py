@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ._common import VOLUME_HELP, CommandError, ProgressLine
+from ._synapses import add_synapse_arguments, check_synapse_arguments, run_synapse_detection
 
 
 def _segment_input(spec: str):
@@ -123,6 +124,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
         args.threshold = DEFAULT_THRESHOLD
     if not math.isfinite(args.threshold):
         raise CommandError(f"--threshold must be a number; got {args.threshold}")
+    if args.synapses:
+        if args.blockwise:
+            raise CommandError("--synapses does not work with --blockwise yet; run without it")
+        check_synapse_arguments(args)
+    synapse_summary = None
     if args.blockwise:
         return _cmd_blockwise(args, output, start)
     if args.block_size or args.scheduler or args.workers:
@@ -160,6 +166,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=lambda f, m: progress(0.9 + 0.1 * f, m),
         )
+        if args.synapses:
+            synapse_summary = run_synapse_detection(
+                args, output, volume.data, voxel_size, progress
+            )
     except KeyboardInterrupt:
         progress.close()
         print("napari-connectome segment: cancelled; nothing was written", file=sys.stderr)
@@ -181,6 +191,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     print(f"  model         {model_info['name']} on {device}")
     print(f"  fragments     {result.n_fragments}")
     print(f"  segments      {n_segments} at threshold {args.threshold:g}")
+    if synapse_summary is not None:
+        print(f"  synapses      {synapse_summary}")
     print(f"  sections      {_describe_sections(result.sections)}")
     print(
         f"  arrays        boundaries uint8 (p = value / 255), fragments {dtypes['fragments']}, "
@@ -303,6 +315,7 @@ def add_parser(sub) -> None:
         "(default: napari_connectome.segmentation.DEFAULT_THRESHOLD)",
     )
     segment.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    add_synapse_arguments(segment)
     segment.add_argument(
         "--no-section-correction",
         dest="section_correction",

@@ -336,9 +336,23 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     int
         Exit status.
     """
+    choose = argparse.ArgumentParser(add_help=False)
+    choose.add_argument("--target", choices=("boundaries", "synapses"), default="boundaries")
+    known, rest = choose.parse_known_args(argv)
+    if known.target == "synapses":  # the synapse network has its own options
+        from .synapse_training import main as synapse_main
+
+        return synapse_main(rest, prog=f"{prog} --target synapses" if prog else None)
     parser = argparse.ArgumentParser(
         prog=prog or "python -m napari_connectome.models.training",
         description=__doc__.split("\n")[0],
+    )
+    parser.add_argument(
+        "--target",
+        choices=("boundaries", "synapses"),
+        default="boundaries",
+        help="what to train: the boundary model (default) or the synapse model "
+        "('--target synapses --help' lists its options)",
     )
     parser.add_argument("--output", required=True, help="weights file to write (.safetensors)")
     parser.add_argument("--data-dir", help="folder of the real .npz volumes (../shared/data)")

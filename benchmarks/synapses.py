@@ -1,0 +1,336 @@
+"""Benchmark synapse detection: accuracy, partner accuracy, throughput, table updates.
+
+Measures, with the synapse model (bundled by default):
+
+- detection precision, recall and F1 (one-to-one matching within 200 nm) on the
+  held-out sections the model never trained on: ISBI 2012 z 20-29 and VNC
+  stack 1 z 15-19 (VNC truth is a 0/1 mask: its 3D connected components are
+  the synapses), at the fixed detection defaults, plus a threshold sweep
+  (reported, never used to pick the default);
+- the same on two phantoms of seeds never used in training (a serial-section
+  one and a FIB-SEM-like one), and partner accuracy on them (the phantom knows
+  every presynaptic and postsynaptic neuron), with the phantom's true neurons
+  as the segmentation, so that only partner assignment is scored;
+- throughput (megavoxels/s) of the model and of object extraction + partner
+  assignment, on the CPU with ``--threads`` torch threads;
+- the time to update the synapse table and the connectome after a merge and
+  after a split (no model run), against re-deriving partners from scratch
+  (probes included) in the same run; on the phantom and on a table scaled to
+  10 000 synapses.
+
+Prints Markdown tables; ``--json`` prints one JSON object with the same figures.
+
+Usage::
+
+    python benchmarks/synapses.py [--data-dir ../shared/data] [--model bundled|PATH]
+                                  [--threads 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+REAL = (
+    ("ISBI 2012 z 20-29", "isbi2012_cardona_3d.npz", (50.0, 4.0, 4.0), slice(20, 30)),
+    ("VNC stack 1 z 15-19", "drosophila_vnc_stack1.npz", (50.0, 4.6, 4.6), slice(15, 20)),
+)
+PHANTOMS = (
+    ("phantom ssTEM 40x4x4 (seed 20000)", (24, 384, 384), (40.0, 4.0, 4.0), 20000),
+    ("phantom FIB-SEM 8 nm (seed 20001)", (128, 128, 128), (8.0, 8.0, 8.0), 20001),
+)
+SWEEP = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
+TARGETS = {"phantom_f1": 0.9, "real_f1": 0.75, "partner_accuracy": 0.9, "update_ms": 100.0}
+
+
+def log(message: str) -> None:
+    print(f"[synapse benchmark] {message}", file=sys.stderr, flush=True)
+
+
+def median_ms(fn, repeats: int = 7) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000.0 * float(np.median(times))
+
+
+def predict(raw, voxel, model):
+    from napari_connectome.models.synapse_inference import predict_synapse_maps
+
+    start = time.perf_counter()
+    syn, pre = predict_synapse_maps(raw, voxel, model, device="cpu")
+    return syn, pre, time.perf_counter() - start
+
+
+def detection_block(syn, voxel, truth) -> dict:
+    from napari_connectome.core.synapse_metrics import detection_scores
+    from napari_connectome.core.synapses import detect_synapses
+    from napari_connectome.synapse_detection import DETECTION_DEFAULTS
+
+    start = time.perf_counter()
+    found = detect_synapses(syn, voxel, **DETECTION_DEFAULTS)
+    seconds = time.perf_counter() - start
+    scores = detection_scores(found, truth, voxel)
+    sweep = {}
+    for t in SWEEP:
+        settings = {**DETECTION_DEFAULTS, "threshold": t}
+        sweep[str(t)] = detection_scores(detect_synapses(syn, voxel, **settings), truth, voxel)[
+            "f1"
+        ]
+    return {"detection": scores, "sweep_f1": sweep, "objects_seconds": seconds, "found": found}
+
+
+def real_sets(data_dir: Path, model) -> list[dict]:
+    out = []
+    for name, file, voxel, held in REAL:
+        path = data_dir / file
+        if not path.is_file():
+            log(f"skipping {name}: {path} not found")
+            continue
+        with np.load(path) as archive:
+            raw = np.asarray(archive["raw"][held])
+            truth = np.asarray(archive["synapses"][held])
+        if set(np.unique(truth).tolist()) <= {0, 1, 227, 254, 255}:
+            truth = ndi.label(truth > 0)[0]
+        log(f"{name}: predicting {raw.shape}")
+        syn, _, seconds = predict(raw, voxel, model)
+        block = detection_block(syn, voxel, truth)
+        block.pop("found")
+        out.append(
+            {
+                "name": name,
+                "shape": list(raw.shape),
+                "voxel_size": list(voxel),
+                "predict_seconds": seconds,
+                "mvox_per_s": raw.size / 1e6 / seconds,
+                **block,
+            }
+        )
+    return out
+
+
+def phantom_sets(model) -> tuple[list[dict], dict]:
+    from napari_connectome.core.synapse_metrics import partner_accuracy, truth_partner_rows
+    from napari_connectome.core.synapses import assign_partners
+    from napari_connectome.synthetic import make_phantom
+
+    out, kept = [], {}
+    for name, shape, voxel, seed in PHANTOMS:
+        log(f"{name}: making and predicting {shape}")
+        ph = make_phantom(shape=shape, voxel_size=voxel, seed=seed, synapse_density=10.0)
+        syn, pre, seconds = predict(ph.raw, voxel, model)
+        block = detection_block(syn, voxel, ph.synapses)
+        found = block.pop("found")
+        start = time.perf_counter()
+        table = assign_partners(found, ph.neurons, pre)
+        assign_seconds = time.perf_counter() - start
+        truth_rows = truth_partner_rows(ph.synapse_table, voxel)
+        partners = partner_accuracy(table, truth_rows)
+        out.append(
+            {
+                "name": name,
+                "shape": list(shape),
+                "voxel_size": list(voxel),
+                "predict_seconds": seconds,
+                "mvox_per_s": ph.raw.size / 1e6 / seconds,
+                "assign_seconds": assign_seconds,
+                "partners": partners,
+                **block,
+            }
+        )
+        kept[name] = (found, table, ph, pre)
+    return out, kept
+
+
+def scaled_table(table, copies: int):
+    """Repeat the phantom's table ``copies`` times with distinct fragment ids."""
+    from dataclasses import replace
+
+    from napari_connectome.core.synapses import PartnerProbes
+
+    n, p = len(table), table.probes
+    top = int(table.probe_fragments.max()) + 1
+    probes = PartnerProbes(
+        synapse=np.concatenate([p.synapse + k * n for k in range(copies)]),
+        coords=np.concatenate([p.coords] * copies),
+        contact=np.concatenate([p.contact] * copies),
+        pre=np.concatenate([p.pre] * copies),
+    )
+    frags = np.concatenate([table.probe_fragments + k * top for k in range(copies)])
+    big = replace(
+        table,
+        ids=np.arange(1, n * copies + 1, dtype=np.uint32),
+        positions=np.concatenate([table.positions] * copies),
+        confidence=np.concatenate([table.confidence] * copies),
+        volumes_nm3=np.concatenate([table.volumes_nm3] * copies),
+        probes=probes,
+        probe_fragments=frags,
+        segment_table=np.arange(top * copies, dtype=np.uint64),
+    )
+    big.derive()
+    return big
+
+
+def update_timings(kept) -> dict:
+    from napari_connectome.core.connectome import connectome_edges
+    from napari_connectome.core.synapses import SynapseTable, partner_probes
+
+    name = PHANTOMS[0][0]
+    found, table, ph, pre = kept[name]
+    if not len(table):
+        return {}
+    neurons = ph.neurons
+    top = int(neurons.max())
+    ident = np.arange(top + 2, dtype=np.uint64)
+    t = SynapseTable.from_probes(found, table.probes, neurons, ident)
+    a, b = int(t.pre[0]), int(t.pairs[0, 1]) if len(t.pairs) else 1
+    merged = ident.copy()
+    merged[merged == b] = a
+
+    def merge():
+        t.update(merged)
+        connectome_edges(t)
+
+    split_frag = neurons.copy()
+    box = ndi.find_objects((neurons == a).astype(np.uint8))[0]
+    half = tuple(
+        slice(s.start, (s.start + s.stop) // 2) if i == 2 else s for i, s in enumerate(box)
+    )
+    split_frag[half][neurons[half] == a] = top + 1
+    split_table = ident.copy()
+
+    def split():
+        t.update(split_table, fragments=split_frag, box=half)
+        connectome_edges(t)
+
+    def scratch():
+        probes = partner_probes(found, pre)
+        fresh = SynapseTable.from_probes(found, probes, split_frag, split_table)
+        connectome_edges(fresh)
+
+    out = {
+        "synapses": len(t),
+        "probes": len(t.probes.synapse),
+        "merge_ms": median_ms(merge),
+        "split_ms": median_ms(split),
+        "from_scratch_ms": median_ms(scratch, 3),
+    }
+    copies = max(1, int(np.ceil(10_000 / max(1, len(t)))))
+    big = scaled_table(t, copies)
+    big_merge = big.segment_table.copy()
+    big_merge[big_merge == b] = a
+
+    def big_update():
+        big.update(big_merge)
+        connectome_edges(big)
+
+    out.update(
+        {
+            "scaled_synapses": len(big),
+            "scaled_probes": len(big.probes.synapse),
+            "scaled_merge_ms": median_ms(big_update),
+        }
+    )
+    return out
+
+
+def run(args) -> dict:
+    import torch
+
+    from napari_connectome.models.synapse_inference import load_synapse_model
+    from napari_connectome.synapse_detection import DETECTION_DEFAULTS
+
+    torch.set_num_threads(args.threads)
+    model = load_synapse_model(None if args.model == "bundled" else args.model)
+    real = real_sets(Path(args.data_dir), model)
+    phantoms, kept = phantom_sets(model)
+    updates = update_timings(kept)
+    return {
+        "model": args.model,
+        "detection_defaults": DETECTION_DEFAULTS,
+        "threads": args.threads,
+        "cpu": platform.processor() or platform.machine(),
+        "real": real,
+        "phantoms": phantoms,
+        "updates": updates,
+        "targets": TARGETS,
+    }
+
+
+def markdown(res: dict) -> str:
+    lines = [
+        f"Synapse model `{res['model']}`, CPU, {res['threads']} torch threads; detection "
+        f"defaults {res['detection_defaults']}; matching within 200 nm.",
+        "",
+        "| volume | truth | found | TP | precision | recall | F1 | partner accuracy "
+        "(pre / post P / post R) | model Mvox/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for item in [*res["real"], *res["phantoms"]]:
+        d = item["detection"]
+        p = item.get("partners")
+        partner = "n/a (no partner truth)"
+        if p:
+            partner = (
+                f"{p['accuracy']:.3f} ({p['pre_accuracy']:.3f} / "
+                f"{p['post_precision']:.3f} / {p['post_recall']:.3f}), {p['matched']} TP"
+            )
+        lines.append(
+            f"| {item['name']} | {d['n_truth']} | {d['n_found']} | {d['tp']} | "
+            f"{d['precision']:.3f} | {d['recall']:.3f} | {d['f1']:.3f} | {partner} | "
+            f"{item['mvox_per_s']:.2f} |"
+        )
+    lines += [
+        "",
+        "Threshold sweep (F1; reported only, the default is fixed):",
+        "",
+        "| volume | " + " | ".join(f"t={t}" for t in SWEEP) + " |",
+        "|---|" + "---:|" * len(SWEEP),
+    ]
+    for item in [*res["real"], *res["phantoms"]]:
+        lines.append(
+            f"| {item['name']} | "
+            + " | ".join(f"{item['sweep_f1'][str(t)]:.3f}" for t in SWEEP)
+            + " |"
+        )
+    u = res["updates"]
+    if u:
+        lines += [
+            "",
+            "Synapse table + connectome update after proofreading (median, no model run):",
+            "",
+            "| table | synapses | probes | merge (ms) | split (ms) | from scratch (ms) |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| phantom | {u['synapses']} | {u['probes']} | {u['merge_ms']:.2f} | "
+            f"{u['split_ms']:.2f} | {u['from_scratch_ms']:.1f} |",
+            f"| scaled | {u['scaled_synapses']} | {u['scaled_probes']} | "
+            f"{u['scaled_merge_ms']:.2f} | | |",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    parser.add_argument("--model", default="bundled")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    res = run(args)
+    print(json.dumps(res, default=float) if args.json else markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

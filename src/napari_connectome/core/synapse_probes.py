@@ -1,0 +1,114 @@
+"""Partner probes: where each synapse reads its partners from a segmentation.
+
+Around each synapse a fixed set of voxels is picked once, from the prediction:
+contact probes (the synapse's own voxels) and zone probes (voxels within
+``reach_nm``, weighted by the presynaptic-side probability). See
+:class:`~napari_connectome.core.synapses.SynapseTable`.
+
+Pure numpy/scipy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["PartnerProbes", "partner_probes"]
+
+
+@dataclass
+class PartnerProbes:
+    """The voxels where each synapse reads its partners from a segmentation.
+
+    Attributes
+    ----------
+    synapse : numpy.ndarray
+        ``(m,)`` index (0-based row of the detections) of each probe's synapse, sorted.
+    coords : numpy.ndarray
+        ``(m, ndim)`` voxel coordinates.
+    contact : numpy.ndarray
+        ``(m,)`` 1 for contact probes (the synapse's own voxels), else 0.
+    pre : numpy.ndarray
+        ``(m,)`` presynaptic-side weight of each probe (0 on contact probes).
+    """
+
+    synapse: np.ndarray
+    coords: np.ndarray
+    contact: np.ndarray
+    pre: np.ndarray
+
+
+def partner_probes(
+    detections,
+    presynaptic: np.ndarray | None = None,
+    *,
+    reach_nm: float = 120.0,
+    max_probes: int = 256,
+    seed: int = 0,
+) -> PartnerProbes:
+    """Pick the probe voxels of every synapse (done once, from the prediction).
+
+    Parameters
+    ----------
+    detections : SynapseDetections
+        The synapses.
+    presynaptic : numpy.ndarray, optional
+        Presynaptic-side probability of the same shape; without it every zone voxel
+        weighs 1 (the presynaptic side is then the segment around the synapse with
+        the most zone voxels, a weaker rule).
+    reach_nm : float
+        Radius of the zone around each synapse.
+    max_probes : int
+        Largest number of contact and of zone probes per synapse (a random but
+        reproducible subset is kept beyond it).
+    seed : int
+        Seed of that subset.
+
+    Returns
+    -------
+    PartnerProbes
+        The probes.
+    """
+    labels = detections.labels
+    if presynaptic is not None and np.shape(presynaptic) != labels.shape:
+        raise ValueError(
+            f"the presynaptic map {np.shape(presynaptic)} does not match the synapse labels "
+            f"{labels.shape}"
+        )
+    vs = np.asarray(detections.voxel_size, float)
+    margin = np.ceil(reach_nm / vs).astype(int) + 1
+    rng = np.random.default_rng(seed)
+    parts: list[tuple] = []
+    for row, box in enumerate(ndi.find_objects(labels, max_label=len(detections))):
+        if box is None:
+            continue
+        grown = tuple(
+            slice(max(0, s.start - m), min(n, s.stop + m))
+            for s, m, n in zip(box, margin, labels.shape, strict=True)
+        )
+        origin = np.array([s.start for s in grown])
+        own = labels[grown] == row + 1
+        dist = ndi.distance_transform_edt(~own, sampling=vs)
+        zone = (dist > 0) & (dist <= reach_nm)
+        for mask, is_contact in ((own, 1), (zone, 0)):
+            coords = np.argwhere(mask)
+            if len(coords) > max_probes:
+                coords = coords[np.sort(rng.choice(len(coords), max_probes, replace=False))]
+            if is_contact or presynaptic is None:
+                weight = np.full(len(coords), 0.0 if is_contact else 1.0)
+            else:
+                weight = np.asarray(presynaptic[grown][tuple(coords.T)], float)
+            parts.append((row, coords + origin, is_contact, weight))
+    if not parts:
+        nd = labels.ndim
+        return PartnerProbes(
+            np.zeros(0, np.int64), np.zeros((0, nd), np.int64), np.zeros(0), np.zeros(0)
+        )
+    return PartnerProbes(
+        synapse=np.concatenate([np.full(len(c), r, np.int64) for r, c, _, _ in parts]),
+        coords=np.concatenate([c for _, c, _, _ in parts]).astype(np.int64),
+        contact=np.concatenate([np.full(len(c), k, float) for _, c, k, _ in parts]),
+        pre=np.concatenate([w for _, _, _, w in parts]),
+    )

@@ -1,0 +1,400 @@
+"""Training data of the synapse network: two-channel targets and their patches.
+
+The synapse network is the boundary U-Net with two output channels:
+
+- channel 0, ``synapse``: the synaptic region as the truth marks it (ISBI 2012
+  ``synapses`` ids, VNC stack 1 ``synapses`` mask, the phantom's cleft contacts
+  and postsynaptic densities);
+- channel 1, ``presynaptic``: the presynaptic neuron's voxels within
+  :data:`PRE_ZONE_NM` of a synapse (T-bar and vesicle side). Only the phantom
+  knows partners, so this channel is trained on phantom planes only (masked
+  out of the loss elsewhere); partner assignment reads it to tell the
+  presynaptic segment from the postsynaptic ones.
+
+Planes are built like the boundary data (:func:`~.datasets.volume_planes`):
+normalised, resampled to the canonical pixel size; held-out sections never
+enter a training plane. :class:`SynapsePatchSampler` draws patches with the
+boundary model's augmentations (:mod:`~.augment`) applied to both channels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .augment import AugmentConfig, _crop_or_pad, _deform, augment_patch
+from .datasets import DataSource, source_targets, volume_planes
+
+__all__ = [
+    "PRE_ZONE_NM",
+    "SynapsePatchSampler",
+    "SynapsePlane",
+    "default_synapse_sources",
+    "make_synapse_samples",
+    "phantom_synapse_volumes",
+    "presynaptic_zone",
+]
+
+#: Reach (nm) of the presynaptic target around each synapse, inside the presynaptic neuron.
+PRE_ZONE_NM = 120.0
+
+
+def default_synapse_sources(data_dir: str | Path) -> list[DataSource]:
+    """Real volumes with synapse annotations in ``data_dir``, with their hold-outs.
+
+    Parameters
+    ----------
+    data_dir : str or pathlib.Path
+        Folder with ``isbi2012_cardona_3d.npz`` and ``drosophila_vnc_stack1.npz``
+        (missing files are skipped).
+
+    Returns
+    -------
+    list of DataSource
+        ISBI 2012 (z 20-29 held out) and VNC stack 1 (z 15-19 held out), each with
+        ``membranes="synapses"`` so that :func:`~.datasets.source_targets` reads the
+        synapse mask.
+    """
+    data_dir = Path(data_dir)
+    candidates = [
+        DataSource(
+            str(data_dir / "isbi2012_cardona_3d.npz"),
+            (50.0, 4.0, 4.0),
+            membranes="synapses",
+            holdout_last=10,
+        ),
+        DataSource(
+            str(data_dir / "drosophila_vnc_stack1.npz"),
+            (50.0, 4.6, 4.6),
+            membranes="synapses",
+            holdout_last=5,
+        ),
+    ]
+    return [s for s in candidates if Path(s.path).is_file()]
+
+
+def presynaptic_zone(
+    synapses: np.ndarray,
+    neurons: np.ndarray,
+    table: np.ndarray,
+    voxel_size,
+    reach_nm: float = PRE_ZONE_NM,
+) -> np.ndarray:
+    """Presynaptic-side mask: the presynaptic neuron's voxels near each synapse.
+
+    Parameters
+    ----------
+    synapses : numpy.ndarray
+        ``(z, y, x)`` synapse ids (0 = none).
+    neurons : numpy.ndarray
+        Neuron ids of the same shape.
+    table : numpy.ndarray
+        Rows with fields ``id`` and ``pre`` (e.g. the phantom's ``synapse_table``).
+    voxel_size : sequence of float
+        Voxel size in nm.
+    reach_nm : float
+        Largest distance (nm) from the synapse.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``bool`` mask of the same shape.
+    """
+    vs = np.asarray(voxel_size, float)
+    out = np.zeros(synapses.shape, bool)
+    pre_of = {int(r["id"]): int(r["pre"]) for r in table}
+    margin = np.ceil(reach_nm / vs).astype(int) + 1
+    for index, box in enumerate(ndi.find_objects(synapses)):
+        if box is None or (index + 1) not in pre_of:
+            continue
+        grown = tuple(
+            slice(max(0, s.start - m), min(n, s.stop + m))
+            for s, m, n in zip(box, margin, synapses.shape, strict=True)
+        )
+        region = synapses[grown] == index + 1
+        dist = ndi.distance_transform_edt(~region, sampling=vs)
+        out[grown] |= (dist <= reach_nm) & (neurons[grown] == pre_of[index + 1])
+    return out
+
+
+def phantom_synapse_volumes(count: int, shape=(24, 384, 384), seed: int = 0) -> list[dict]:
+    """Phantoms with synapse and presynaptic targets, alternating ssTEM and FIB-SEM voxels.
+
+    Parameters
+    ----------
+    count : int
+        Number of phantoms (0: none).
+    shape : tuple of int
+        Shape of the anisotropic phantoms; the isotropic ones are cubes of half the
+        in-plane size.
+    seed : int
+        Base seed (phantom ``i`` uses ``seed + i``).
+
+    Returns
+    -------
+    list of dict
+        ``{"name", "raw", "synapse", "pre", "voxel_size", "phantom"}`` per phantom.
+    """
+    from ..synthetic import make_phantom
+
+    out = []
+    for i in range(count):
+        if i % 2 == 0:
+            pixel = (4.0, 5.0, 4.5, 6.0)[(i // 2) % 4]
+            voxel, vshape = (40.0, pixel, pixel), tuple(shape)
+        else:
+            pixel = (8.0, 10.0, 6.0)[(i // 2) % 3]
+            side = max(32, shape[1] // 2)
+            voxel, vshape = (pixel, pixel, pixel), (side, side, side)
+        ph = make_phantom(shape=vshape, voxel_size=voxel, seed=seed + i, synapse_density=10.0)
+        vs = tuple(float(v) for v in ph.voxel_size)
+        out.append(
+            {
+                "name": f"phantom{i}",
+                "raw": ph.raw,
+                "synapse": ph.synapses > 0,
+                "pre": presynaptic_zone(ph.synapses, ph.neurons, ph.synapse_table, vs),
+                "voxel_size": vs,
+                "phantom": ph,
+            }
+        )
+    return out
+
+
+@dataclass
+class SynapsePlane:
+    """One training plane at the canonical pixel size.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        Normalised ``float32`` image ``(h, w)``.
+    target : numpy.ndarray
+        ``(2, h, w)`` soft targets: synapse, presynaptic side.
+    pre_supervised : bool
+        Whether channel 1 has truth on this plane (phantoms only).
+    source : str
+        Name of the source volume.
+    group : str
+        Sampling group (all phantoms share one).
+    """
+
+    image: np.ndarray
+    target: np.ndarray
+    pre_supervised: bool
+    source: str
+    group: str = ""
+
+
+def _planes(name, raw, synapse, pre, voxel_size, sections, planes, pixel, norm, group=""):
+    syn = volume_planes(name, raw, synapse, voxel_size, sections, planes, pixel, norm)
+    if pre is None:
+        return [
+            SynapsePlane(p.image, np.stack([p.target, 0 * p.target]), False, name, group)
+            for p in syn
+        ]
+    prs = volume_planes(name, raw, pre, voxel_size, sections, planes, pixel, norm)
+    return [
+        SynapsePlane(a.image, np.stack([a.target, b.target]), True, name, group)
+        for a, b in zip(syn, prs, strict=True)
+    ]
+
+
+def make_synapse_samples(
+    sources: list[DataSource],
+    *,
+    pixel_size_nm: float = 8.0,
+    phantoms: int = 0,
+    phantom_shape=(24, 384, 384),
+    seed: int = 0,
+    normalization: dict | None = None,
+) -> list[SynapsePlane]:
+    """Training planes of the synapse network (held-out sections excluded).
+
+    Parameters
+    ----------
+    sources : list of DataSource
+        Real volumes (see :func:`default_synapse_sources`).
+    pixel_size_nm : float
+        Canonical pixel size of the model.
+    phantoms : int
+        Number of phantoms added (see :func:`phantom_synapse_volumes`).
+    phantom_shape : tuple of int
+        Shape of the anisotropic phantoms.
+    seed : int
+        Seed of the phantoms.
+    normalization : dict, optional
+        Normalisation of the model configuration.
+
+    Returns
+    -------
+    list of SynapsePlane
+        Every training plane.
+    """
+    samples: list[SynapsePlane] = []
+    for source in sources:
+        with np.load(source.path) as archive:
+            raw = np.asarray(archive[source.raw])
+            target = source_targets(source, archive)
+        held = set(source.held_out(raw.shape[0]))
+        train = [z for z in range(raw.shape[0]) if z not in held]
+        samples += _planes(
+            source.label,
+            raw,
+            target,
+            None,
+            source.voxel_size,
+            train,
+            source.planes,
+            pixel_size_nm,
+            normalization,
+        )
+    for ph in phantom_synapse_volumes(phantoms, phantom_shape, seed):
+        sections = list(range(ph["raw"].shape[0]))
+        samples += _planes(
+            ph["name"],
+            ph["raw"],
+            ph["synapse"],
+            ph["pre"],
+            ph["voxel_size"],
+            sections,
+            "auto",
+            pixel_size_nm,
+            normalization,
+            group="phantoms",
+        )
+    return samples
+
+
+class SynapsePatchSampler:
+    """Draw augmented two-channel patches, each group of planes with an equal share.
+
+    Parameters
+    ----------
+    samples : list of SynapsePlane
+        Training planes.
+    patch_size : int
+        Edge of the square patches.
+    seed : int
+        Seed of the generator (patches are reproducible).
+    augment : AugmentConfig or bool
+        The boundary model's augmentations (True: defaults; False: crops only).
+    positive_fraction : float
+        Share of patches centred on a synapse pixel (synapses are sparse).
+    """
+
+    def __init__(
+        self, samples, patch_size: int, seed: int = 0, augment=True, positive_fraction: float = 0.5
+    ):
+        if not samples:
+            raise ValueError("no training planes: give data sources or phantoms")
+        if augment is True:
+            augment = AugmentConfig()
+        self.samples, self.patch_size, self.augment = samples, patch_size, augment or None
+        self.positive_fraction = positive_fraction
+        self.rng = np.random.default_rng(seed)
+        groups = [s.group or s.source for s in samples]
+        area = np.array([s.image.size for s in samples], float)
+        share = {g: area[[h == g for h in groups]].sum() for g in set(groups)}
+        self.weights = np.array([a / share[g] for a, g in zip(area, groups, strict=True)]) / len(
+            share
+        )
+        self.positives = [np.argwhere(s.target[0] > 0.5) for s in samples]
+
+    def _patch(self, index: int):
+        plane, rng = self.samples[index], self.rng
+        scale_range = self.augment.scale_range if self.augment else (1.0, 1.0)
+        low, high = scale_range
+        scale = float(np.exp(rng.uniform(np.log(low), np.log(high)))) if high > low else low
+        size = max(2, int(round(self.patch_size / scale)))
+        height, width = plane.image.shape
+        positives = self.positives[index]
+        if len(positives) and rng.random() < self.positive_fraction:
+            cy, cx = positives[int(rng.integers(len(positives)))]
+            jitter = rng.integers(-size // 3, size // 3 + 1, 2)
+            top = int(
+                np.clip(cy + jitter[0] - size // 2, min(0, height - size), max(0, height - size))
+            )
+            left = int(
+                np.clip(cx + jitter[1] - size // 2, min(0, width - size), max(0, width - size))
+            )
+        else:
+            top = (
+                int(rng.integers(0, height - size + 1))
+                if height > size
+                else -((size - height) // 2)
+            )
+            left = (
+                int(rng.integers(0, width - size + 1)) if width > size else -((size - width) // 2)
+            )
+        inside = np.ones((height, width), np.float32)
+        arrays = [plane.image, plane.target[0], plane.target[1], inside]
+        parts = []
+        for a in arrays[:3]:
+            parts.append(_crop_or_pad(a, top, left, size, size))
+        mask = np.zeros((size, size), np.float32)
+        y0, x0 = max(0, -top), max(0, -left)
+        mask[
+            y0 : y0 + min(height - max(0, top), size), x0 : x0 + min(width - max(0, left), size)
+        ] = 1
+        parts.append(mask)
+        if size != self.patch_size:
+            zoom = self.patch_size / size
+            parts = [ndi.zoom(a, zoom, order=1, grid_mode=True, mode="nearest") for a in parts]
+            parts = [_crop_or_pad(a, 0, 0, self.patch_size, self.patch_size) for a in parts]
+            parts[3] = (parts[3] > 0.999).astype(np.float32)
+        if self.augment:
+            if self.augment.flips:
+                k, flip = int(rng.integers(4)), bool(rng.integers(2))
+                parts = [np.rot90(a, k) for a in parts]
+                if flip:
+                    parts = [a[:, ::-1] for a in parts]
+            if rng.random() < self.augment.deform_probability:
+                parts = _deform(
+                    [np.ascontiguousarray(a) for a in parts], rng, self.augment.deform_strength
+                )
+                parts[3] = (parts[3] > 0.999).astype(np.float32)
+            intensity = dataclasses.replace(self.augment, flips=False, deform_probability=0.0)
+            image, syn, mask = augment_patch(
+                np.array(parts[0], np.float32),
+                np.array(parts[1], np.float32),
+                np.array(parts[3], np.float32),
+                rng,
+                intensity,
+            )
+            parts = [image, syn, parts[2], mask]
+        image, syn, pre, mask = (np.ascontiguousarray(a, dtype=np.float32) for a in parts)
+        return image, np.stack([np.clip(syn, 0, 1), np.clip(pre, 0, 1)]), mask
+
+    def batch(self, size: int):
+        """Draw ``size`` patches.
+
+        Parameters
+        ----------
+        size : int
+            Number of patches.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(images (n, 1, p, p), targets (n, 2, p, p), masks (n, 1, p, p),
+            pre_weight (n, 1, 1, 1))``, all ``float32``; ``pre_weight`` is 1 where the
+            presynaptic channel has truth.
+        """
+        images, targets, masks, weights = [], [], [], []
+        for index in self.rng.choice(len(self.samples), size=size, p=self.weights):
+            image, target, mask = self._patch(int(index))
+            images.append(image[None])
+            targets.append(target)
+            masks.append(mask[None])
+            weights.append(float(self.samples[index].pre_supervised))
+        return (
+            np.stack(images),
+            np.stack(targets),
+            np.stack(masks),
+            np.array(weights, np.float32).reshape(-1, 1, 1, 1),
+        )

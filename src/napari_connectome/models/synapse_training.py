@@ -1,0 +1,432 @@
+r"""Train the synapse network and record how it does on held-out sections.
+
+Command line (what made the shipped weights; see docs/SYNAPSE_MODEL.md)::
+
+    napari-connectome train --target synapses --data-dir ../shared/data \\
+        --output src/napari_connectome/models/weights/synapse_unet.safetensors
+
+The network is the boundary U-Net (:mod:`~.unet`) with two output channels
+(synapse, presynaptic side; see :mod:`~.synapse_data`), started from the
+bundled boundary model's weights, trained with the same augmentation and
+canonical pixel size, and validated on the held-out sections with the object
+detection scores of :mod:`napari_connectome.core.synapse_metrics`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .datasets import DataSource, npz_shape
+from .losses import boundary_loss, boundary_scores
+from .synapse_data import (
+    SynapsePatchSampler,
+    default_synapse_sources,
+    make_synapse_samples,
+    phantom_synapse_volumes,
+)
+from .synapse_inference import SYNAPSE_OUTPUT, predict_synapse_maps
+from .training import _hardware, _lr_factor, record_path
+from .unet import build_model, default_config
+from .weights import bundled_model_path, load_model, resolve_device, save_model
+
+__all__ = ["SynapseTrainingConfig", "main", "train_synapses", "validate_synapse_model"]
+
+
+@dataclass
+class SynapseTrainingConfig:
+    """Everything a synapse training run depends on (stored in the training record).
+
+    Attributes
+    ----------
+    output : str
+        Weights file to write; the record goes to ``<stem>.training.json``.
+    data_dir : str or None
+        Folder of the real volumes (:func:`~.synapse_data.default_synapse_sources`).
+    phantoms : int
+        Phantom volumes added to the training data.
+    phantom_shape : tuple of int
+        Shape of the anisotropic phantoms.
+    steps, batch_size, patch_size : int
+        Optimisation steps, patches per step, patch edge (canonical pixels).
+    learning_rate, weight_decay : float
+        AdamW settings (linear warm-up, then a cosine to 5 %).
+    warmup_steps : int
+        Length of the warm-up.
+    dice_weight : float
+        Weight of the soft Dice term of each channel.
+    pre_weight : float
+        Weight of the presynaptic channel's loss.
+    positive_fraction : float
+        Share of patches centred on a synapse.
+    init_weights : str or None
+        Boundary (or synapse) weights to start from; ``"bundled"``: the bundled
+        boundary model; None: random.
+    seed : int
+        Seed of everything random.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``...
+    num_threads : int or None
+        CPU threads of torch.
+    validate : bool
+        Score the held-out sections after training.
+    max_minutes : float or None
+        Wall-clock budget of the optimisation: training stops early (and says so
+        in the record) when it is spent. None: no limit.
+    """
+
+    output: str
+    data_dir: str | None = None
+    phantoms: int = 6
+    phantom_shape: tuple[int, int, int] = (24, 384, 384)
+    steps: int = 500
+    batch_size: int = 8
+    patch_size: int = 160
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    dice_weight: float = 0.5
+    pre_weight: float = 0.5
+    positive_fraction: float = 0.5
+    init_weights: str | None = "bundled"
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int | None = None
+    validate: bool = True
+    max_minutes: float | None = None
+
+    def data_sources(self) -> list[DataSource]:
+        """Real volumes used (the defaults of ``data_dir``)."""
+        return default_synapse_sources(self.data_dir) if self.data_dir else []
+
+
+def _initial_model(config: SynapseTrainingConfig):
+    model_config = default_config(out_channels=2, output=SYNAPSE_OUTPUT)
+    model = build_model(model_config)
+    if not config.init_weights:
+        return model, model_config
+    path = bundled_model_path() if config.init_weights == "bundled" else config.init_weights
+    source, source_config = load_model(path)
+    for key in ("base_channels", "depth", "norm", "pixel_size_nm", "normalization"):
+        model_config[key] = source_config[key]
+    model = build_model(model_config)
+    state = source.state_dict()
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape == value.shape:
+            own[key] = value
+        elif key.startswith("head.") and key in own:  # 1 -> 2 channels: copy the boundary head
+            own[key] = value.expand_as(own[key]).clone()
+    model.load_state_dict(own)
+    return model, model_config
+
+
+def _loss(logits, targets, masks, pre_weight_mask, config: SynapseTrainingConfig):
+    syn = boundary_loss(logits[:, :1], targets[:, :1], masks, config.dice_weight)
+    pre_mask = masks * pre_weight_mask
+    if float(pre_mask.sum()) == 0:
+        return syn
+    pre = boundary_loss(logits[:, 1:2], targets[:, 1:2], pre_mask, config.dice_weight)
+    return syn + config.pre_weight * pre
+
+
+def train_synapses(
+    config: SynapseTrainingConfig, progress: Callable[[int, int, float], Any] | None = None
+) -> dict[str, Any]:
+    """Train the synapse network, write its weights and the training record.
+
+    Parameters
+    ----------
+    config : SynapseTrainingConfig
+        What to train on and how.
+    progress : callable, optional
+        ``progress(step, steps, loss)`` after every step.
+
+    Returns
+    -------
+    dict
+        The training record (also written to :func:`~.training.record_path`).
+    """
+    start = time.perf_counter()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    device = resolve_device(config.device)
+    sources = config.data_sources()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model, model_config = _initial_model(config)
+        samples = make_synapse_samples(
+            sources,
+            pixel_size_nm=model_config["pixel_size_nm"],
+            phantoms=config.phantoms,
+            phantom_shape=config.phantom_shape,
+            seed=config.seed,
+            normalization=model_config["normalization"],
+        )
+        sampler = SynapsePatchSampler(
+            samples,
+            config.patch_size,
+            seed=config.seed,
+            positive_fraction=config.positive_fraction,
+        )
+        model.to(device=device, memory_format=torch.channels_last).train()
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config))
+        losses: list[float] = []
+        for step in range(config.steps):
+            if config.max_minutes and time.perf_counter() - start > 60 * config.max_minutes:
+                break
+            images, targets, masks, pre_w = (
+                torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size)
+            )
+            logits = model(images.contiguous(memory_format=torch.channels_last))
+            loss = _loss(logits.float(), targets, masks, pre_w, config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+            if progress is not None:
+                progress(step + 1, config.steps, losses[-1])
+    model.eval()
+    seconds = time.perf_counter() - start
+    output = save_model(model, model_config, config.output)
+    planes: dict[str, int] = {}
+    for s in samples:
+        planes[s.source] = planes.get(s.source, 0) + 1
+    tail = losses[-max(1, len(losses) // 10) :] if losses else []
+    record = {
+        "weights": str(output),
+        "weights_bytes": output.stat().st_size,
+        "weights_sha256": hashlib.sha256(output.read_bytes()).hexdigest(),
+        "model_config": model_config,
+        "training_config": asdict(config),
+        "data": [
+            {
+                "name": s.label,
+                "path": s.path,
+                "target": s.membranes,
+                "voxel_size": list(s.voxel_size),
+                "held_out_sections": s.held_out(npz_shape(s.path, s.raw)[0]),
+                "training_planes": planes.get(s.label, 0),
+            }
+            for s in sources
+        ],
+        "phantom_planes": {k: v for k, v in planes.items() if k.startswith("phantom")},
+        "steps": len(losses),
+        "stopped_early": len(losses) < config.steps,
+        "seconds": round(seconds, 2),
+        "hardware": _hardware(device),
+        "torch_version": torch.__version__,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": float(np.mean(tail)) if tail else None,
+        "loss_curve": [
+            [i + 1, float(np.mean(losses[max(0, i - 9) : i + 1]))]
+            for i in range(0, len(losses), max(1, len(losses) // 100))
+        ],
+        "validation": {},
+    }
+    record_path(output).write_text(json.dumps(record, indent=2, default=str))
+    if config.validate:
+        record["validation"] = validate_synapse_model(
+            output, config.data_dir, seed=config.seed, phantom_shape=config.phantom_shape
+        )
+        record_path(output).write_text(json.dumps(record, indent=2, default=str))
+    return record
+
+
+def validation_sets(data_dir, seed: int = 0, phantom_shape=(24, 384, 384)) -> list[dict]:
+    """Held-out sections of the real volumes and two phantoms of unseen seeds.
+
+    Parameters
+    ----------
+    data_dir : str or None
+        Folder of the real volumes (None: phantoms only).
+    seed : int
+        Training seed (the phantoms use ``seed + 10_000`` and ``seed + 10_001``).
+    phantom_shape : tuple of int
+        Shape of the anisotropic phantom.
+
+    Returns
+    -------
+    list of dict
+        ``{"name", "raw", "truth" (synapse ids), "voxel_size", "sections"}``, plus
+        ``"neurons"`` and ``"table"`` for phantoms.
+    """
+    from scipy import ndimage as ndi
+
+    sets = []
+    for source in default_synapse_sources(data_dir) if data_dir else []:
+        with np.load(source.path) as archive:
+            raw = np.asarray(archive[source.raw])
+            truth = np.asarray(archive[source.membranes])
+        held = source.held_out(raw.shape[0])
+        ids = truth[held]
+        if set(np.unique(ids)) <= {0, 1, 255}:  # a mask: its 3D components are the synapses
+            ids = ndi.label(ids > 0)[0]
+        sets.append(
+            {
+                "name": source.label,
+                "raw": raw[held],
+                "truth": ids,
+                "voxel_size": tuple(source.voxel_size),
+                "sections": held,
+            }
+        )
+    for ph in phantom_synapse_volumes(2, phantom_shape, seed + 10_000):
+        p = ph["phantom"]
+        sets.append(
+            {
+                "name": f"phantom_validation_{ph['name']}",
+                "raw": ph["raw"],
+                "truth": p.synapses,
+                "voxel_size": ph["voxel_size"],
+                "sections": list(range(ph["raw"].shape[0])),
+                "neurons": p.neurons,
+                "table": p.synapse_table,
+            }
+        )
+    return sets
+
+
+def validate_synapse_model(weights, data_dir, seed: int = 0, phantom_shape=(24, 384, 384)):
+    """Score a synapse model on the held-out sections and unseen phantoms.
+
+    Parameters
+    ----------
+    weights : str or pathlib.Path
+        The synapse weights.
+    data_dir : str or None
+        Folder of the real volumes.
+    seed : int
+        Training seed (see :func:`validation_sets`).
+    phantom_shape : tuple of int
+        Shape of the anisotropic validation phantom.
+
+    Returns
+    -------
+    dict
+        Per set: pixel scores of the synapse channel and object detection scores
+        (precision, recall, F1 within 200 nm), and partner accuracy on phantoms.
+    """
+    from ..core.synapse_metrics import detection_scores, partner_accuracy, truth_partner_rows
+    from ..core.synapses import DETECTION_DEFAULTS, assign_partners, detect_synapses
+
+    model = load_model(weights)
+    scores = {}
+    for item in validation_sets(data_dir, seed, phantom_shape):
+        syn, pre = predict_synapse_maps(item["raw"], item["voxel_size"], model, device="cpu")
+        found = detect_synapses(syn, item["voxel_size"], **DETECTION_DEFAULTS)
+        entry = {
+            "sections": [int(z) for z in item["sections"]],
+            "voxel_size": list(item["voxel_size"]),
+            "pixel": boundary_scores(syn, item["truth"] > 0),
+            "detection": detection_scores(found, item["truth"], item["voxel_size"]),
+        }
+        if "neurons" in item:
+            table = assign_partners(found, item["neurons"], pre)
+            truth_rows = truth_partner_rows(item["table"], item["voxel_size"])
+            entry["partners"] = partner_accuracy(table, truth_rows)
+        scores[item["name"]] = entry
+    return scores
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Command line of :func:`train_synapses`.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments (default: ``sys.argv[1:]``).
+    prog : str, optional
+        Program name shown in the help.
+
+    Returns
+    -------
+    int
+        Exit status.
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog or "python -m napari_connectome.models.synapse_training",
+        description=__doc__.split("\n")[0],
+    )
+    parser.add_argument("--output", required=True, help="weights file to write (.safetensors)")
+    parser.add_argument("--data-dir", help="folder of the real .npz volumes (../shared/data)")
+    parser.add_argument("--phantoms", type=int, default=6)
+    parser.add_argument(
+        "--phantom-shape", type=int, nargs=3, default=(24, 384, 384), metavar=("Z", "Y", "X")
+    )
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--patch-size", type=int, default=160)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--init-weights",
+        default="bundled",
+        help="weights to start from ('bundled': the boundary model; 'none')",
+    )
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument(
+        "--max-minutes", type=float, help="stop training after this wall time (minutes)"
+    )
+    parser.add_argument("--no-validate", action="store_true")
+    parser.add_argument(
+        "--validate-only",
+        action="store_true",
+        help="only score the existing --output weights and update the record",
+    )
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.validate_only:
+        scores = validate_synapse_model(
+            args.output, args.data_dir, args.seed, tuple(args.phantom_shape)
+        )
+        path = record_path(args.output)
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        record["validation"] = scores
+        path.write_text(json.dumps(record, indent=2, default=str))
+        print(json.dumps(scores, indent=2))
+        return 0
+    config = SynapseTrainingConfig(
+        output=args.output,
+        data_dir=args.data_dir,
+        phantoms=args.phantoms,
+        phantom_shape=tuple(args.phantom_shape),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        learning_rate=args.lr,
+        seed=args.seed,
+        device=args.device,
+        init_weights=None if args.init_weights == "none" else args.init_weights,
+        num_threads=args.threads,
+        validate=not args.no_validate,
+        max_minutes=args.max_minutes,
+    )
+    every = max(1, args.steps // 50)
+
+    def report(step: int, steps: int, loss: float) -> None:
+        if step % every == 0 or step == steps:
+            print(f"step {step}/{steps} loss {loss:.4f}", flush=True)
+
+    record = train_synapses(config, report)
+    print(json.dumps({k: record[k] for k in ("weights", "seconds", "final_loss")}))
+    print(json.dumps(record["validation"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

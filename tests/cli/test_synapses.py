@@ -1,0 +1,105 @@
+import argparse
+
+import numpy as np
+import pytest
+
+from napari_connectome.cli._common import CommandError
+from napari_connectome.cli._synapses import (
+    add_synapse_arguments,
+    check_synapse_arguments,
+    run_synapse_detection,
+)
+from napari_connectome.io.synapse_store import has_synapses, read_synapse_store
+
+VOXEL = (40.0, 4.0, 4.0)
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    add_synapse_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_arguments():
+    pytest.importorskip("safetensors")
+    args = parse()
+    assert args.synapses is False and args.synapse_model == "bundled"
+    args = parse("--synapses", "--synapse-threshold", "0.3", "--synapse-min-size", "1e5")
+    assert args.synapses and args.synapse_threshold == 0.3 and args.synapse_min_size == 1e5
+    check_synapse_arguments(args)
+    with pytest.raises(CommandError, match="between 0 and 1"):
+        check_synapse_arguments(parse("--synapse-threshold", "1.5"))
+    with pytest.raises(CommandError, match=">= 0"):
+        check_synapse_arguments(parse("--synapse-min-size", "-1"))
+    with pytest.raises(CommandError, match="no such synapse model file"):
+        check_synapse_arguments(parse("--synapse-model", "/nonexistent.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def phantom_store(tmp_path_factory, phantom_segmentation, write_store):
+    from napari_connectome.synthetic import make_phantom
+
+    ph = make_phantom((8, 128, 128), VOXEL, seed=3, synapse_density=10.0)
+    result = phantom_segmentation((8, 128, 128), seed=3)
+    store = write_store(result, tmp_path_factory.mktemp("s") / "seg.zarr", VOXEL)
+    return ph, store
+
+
+def test_a_model_that_finds_nothing_writes_an_empty_table(phantom_store, tmp_path):
+    from napari_connectome.models.synapse_inference import SYNAPSE_OUTPUT
+    from napari_connectome.models.unet import build_model, default_config
+    from napari_connectome.models.weights import save_model
+
+    ph, store = phantom_store
+    config = default_config(out_channels=2, output=SYNAPSE_OUTPUT, base_channels=4, depth=2)
+    model = build_model(config)
+    for p in model.parameters():
+        p.data.zero_()
+    model.head.bias.data.fill_(-5.0)  # probability 0.007 everywhere
+    path = save_model(model, config, tmp_path / "never.safetensors")
+    args = parse("--synapses", "--synapse-model", str(path))
+    summary = run_synapse_detection(args, store, ph.raw, VOXEL, lambda f, m: None)
+    assert "no synapses found" in summary and "empty synapse table" in summary
+    assert has_synapses(store)
+    assert len(read_synapse_store(store).detections) == 0
+
+
+def test_not_a_synapse_model(phantom_store):
+    ph, store = phantom_store
+    with pytest.raises(CommandError, match="not a synapse model"):
+        run_synapse_detection(
+            parse("--synapses", "--synapse-model", str(boundary_path())),
+            store,
+            ph.raw,
+            VOXEL,
+            lambda f, m: None,
+        )
+
+
+def test_bundled_model_on_a_phantom(phantom_store):
+    from napari_connectome.models.synapse_inference import bundled_synapse_model_path
+
+    if not bundled_synapse_model_path().is_file():
+        pytest.skip("the synapse model is not installed")
+    ph, store = phantom_store
+    calls = []
+    summary = run_synapse_detection(
+        parse("--synapses"), store, ph.raw, VOXEL, lambda f, m: calls.append(f)
+    )
+    stored = read_synapse_store(store)
+    n = len(stored.detections)
+    assert calls and calls[-1] == 1.0
+    labels = np.asarray(stored.labels[...])
+    assert labels.shape == ph.raw.shape and labels.max() == n
+    if n:  # how many the under-trained model finds is not this test's business
+        assert f"{n} synapses" in summary and stored.table is not None
+        assert len(stored.table.rows()) >= n
+    else:
+        assert "no synapses found" in summary
+
+
+def boundary_path():
+    from napari_connectome.models.weights import bundled_model_path
+
+    return bundled_model_path()

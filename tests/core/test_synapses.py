@@ -1,0 +1,174 @@
+import numpy as np
+import pytest
+
+from napari_connectome.core.synapses import (
+    SynapseTable,
+    assign_partners,
+    detect_synapses,
+    partner_probes,
+)
+
+VS = (40.0, 4.0, 4.0)
+
+
+def blob(shape, centre, radius_px, value=0.9):
+    z, y, x = np.indices(shape)
+    d2 = (y - centre[1]) ** 2 + (x - centre[2]) ** 2
+    out = np.zeros(shape, np.float32)
+    sel = (d2 <= radius_px**2) & (np.abs(z - centre[0]) <= 1)
+    out[sel] = value
+    return out
+
+
+def test_detect_positions_sizes_confidence():
+    prob = blob((6, 80, 80), (2, 20, 20), 6, 0.9) + blob((6, 80, 80), (3, 60, 60), 6, 0.7)
+    det = detect_synapses(prob, VS)
+    assert len(det) == 2
+    # ids ordered by decreasing confidence; positions in nm
+    np.testing.assert_allclose(det.confidence, [0.9, 0.7], atol=1e-6)
+    np.testing.assert_allclose(det.positions[0], [2 * 40, 20 * 4, 20 * 4], atol=1e-6)
+    np.testing.assert_allclose(det.positions[1], [3 * 40, 60 * 4, 60 * 4], atol=1e-6)
+    n = int((prob > 0.8).sum())
+    assert det.sizes[0] == n
+    assert det.volumes_nm3[0] == pytest.approx(n * 40 * 4 * 4)
+    assert det.labels.dtype == np.uint32
+    assert set(np.unique(det.labels)) == {0, 1, 2}
+    assert np.all(det.labels[prob > 0.8] == 1)
+
+
+def test_size_floor_in_nm3_uses_voxel_size():
+    prob = blob((6, 80, 80), (2, 20, 20), 3)  # 29 px x 3 sections = 87 voxels
+    n = int((prob > 0).sum())
+    assert len(detect_synapses(prob, VS, min_size_nm3=n * 640 - 1)) == 1
+    assert len(detect_synapses(prob, VS, min_size_nm3=n * 640 + 1)) == 0
+    # the same voxels at a finer voxel size are a smaller object
+    assert len(detect_synapses(prob, (20.0, 2.0, 2.0), min_size_nm3=n * 640 - 1)) == 0
+
+
+def test_nms_folds_nearby_weaker_components_into_the_stronger():
+    prob = blob((6, 80, 80), (2, 20, 20), 4, 0.95) + blob((6, 80, 80), (2, 20, 34), 4, 0.6)
+    assert len(detect_synapses(prob, VS, nms_distance_nm=0, min_size_nm3=0)) == 2
+    det = detect_synapses(prob, VS, nms_distance_nm=100.0, min_size_nm3=0)  # 56 nm apart
+    assert len(det) == 1
+    assert set(np.unique(det.labels)) == {0, 1}
+    assert det.sizes[0] == int((prob > 0).sum())
+    far = detect_synapses(prob, VS, nms_distance_nm=40.0, min_size_nm3=0)
+    assert len(far) == 2
+
+
+def test_no_synapses_and_2d():
+    det = detect_synapses(np.zeros((4, 32, 32), np.float32), VS)
+    assert len(det) == 0 and det.positions.shape == (0, 3)
+    assert not det.labels.any()
+    prob2d = blob((1, 50, 50), (0, 25, 25), 8)[0]
+    det2 = detect_synapses(prob2d, (4.0, 4.0), min_size_nm3=0)
+    assert len(det2) == 1
+    np.testing.assert_allclose(det2.positions[0], [100.0, 100.0])
+
+
+@pytest.mark.parametrize(
+    ("prob", "vs", "kwargs", "match"),
+    [
+        (np.zeros((2, 2, 2, 2)), VS, {}, "2D or 3D"),
+        (np.full((2, 8, 8), np.nan), VS, {}, "NaN"),
+        (np.zeros((2, 8, 8)), (40.0, 4.0), {}, "voxel_size"),
+        (np.zeros((2, 8, 8)), (40.0, -4.0, 4.0), {}, "voxel_size"),
+        (np.zeros((2, 8, 8)), VS, {"threshold": 1.5}, "threshold"),
+    ],
+)
+def test_detect_bad_input(prob, vs, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        detect_synapses(prob, vs, **kwargs)
+
+
+def polyadic_scene():
+    """Pre segment 1 (x < 30) facing posts 2 (y < 30) and 3 (y >= 30) across a cleft."""
+    shape = (4, 60, 60)
+    seg = np.zeros(shape, np.uint32)
+    seg[:, :, :30] = 1
+    seg[:, :30, 30:] = 2
+    seg[:, 30:, 30:] = 3
+    seg[:, :, 50:] = 4  # a bystander, far from the cleft
+    prob = np.zeros(shape, np.float32)
+    prob[1:3, 18:42, 27:35] = 0.9  # the cleft straddles x = 30, over both posts
+    pre = np.zeros(shape, np.float32)
+    pre[:, :, 15:30] = 0.8  # the presynaptic side (T-bar, vesicles)
+    return seg, prob, pre
+
+
+def test_polyadic_partners():
+    seg, prob, pre = polyadic_scene()
+    det = detect_synapses(prob, VS, min_size_nm3=0)
+    table = assign_partners(det, seg, pre)
+    assert table.pre.tolist() == [1]
+    assert table.pre_confidence[0] == pytest.approx(1.0)
+    assert sorted(table.pairs[:, 1].tolist()) == [2, 3]
+    rows = table.rows()
+    assert rows["pre"].tolist() == [1, 1] and rows["post"].tolist() == [2, 3]
+    assert rows["id"].tolist() == [1, 1]
+    np.testing.assert_allclose(rows["z"], det.positions[0, 0])
+    assert np.all((rows["confidence"] > 0) & (rows["confidence"] <= 1))
+
+
+def test_partners_follow_merges_and_splits_without_a_model():
+    seg, prob, pre = polyadic_scene()
+    det = detect_synapses(prob, VS, min_size_nm3=0)
+    # partners from fragments (the segment ids double as fragment ids) and a table
+    table = assign_partners(det, seg, pre, table=np.arange(5, dtype=np.uint64))
+    assert sorted(table.pairs[:, 1].tolist()) == [2, 3]
+    table.update(np.array([0, 1, 2, 2, 4], np.uint64))  # merge 3 into 2
+    assert table.pairs[:, 1].tolist() == [2]
+    table.update(np.array([0, 1, 1, 3, 4], np.uint64))  # merge 2 into the pre segment 1
+    assert table.pre.tolist() == [1] and table.pairs[:, 1].tolist() == [3]
+    # a voxel split: fragment 3's lower half becomes fragment 5 of a new segment 7
+    fragments = seg.copy()
+    fragments[:, 45:, 30:50] = 5
+    box = (slice(0, 4), slice(45, 60), slice(30, 50))
+    table.update(np.array([0, 1, 2, 3, 4, 7], np.uint64), fragments=fragments, box=box)
+    assert table.pre.tolist() == [1]
+    assert sorted(table.pairs[:, 1].tolist()) == [2, 3]  # 7 is beyond the cleft (y < 42)
+
+
+def test_segment_without_presynaptic_map_still_assigns():
+    seg, prob, _ = polyadic_scene()
+    det = detect_synapses(prob, VS, min_size_nm3=0)
+    table = assign_partners(det, seg, None)
+    assert table.pre[0] in (1, 2, 3, 4)
+    assert len(table.rows()) >= 1
+
+
+def test_synapse_without_partner_has_one_row_with_post_zero():
+    seg, prob, pre = polyadic_scene()
+    det = detect_synapses(prob, VS, min_size_nm3=0)
+    table = assign_partners(det, np.ones_like(seg), pre)  # one segment everywhere
+    rows = table.rows()
+    assert rows["pre"].tolist() == [1] and rows["post"].tolist() == [0]
+    assert rows["confidence"].tolist() == [0.0]
+
+
+def test_bad_segmentation():
+    seg, prob, pre = polyadic_scene()
+    det = detect_synapses(prob, VS, min_size_nm3=0)
+    with pytest.raises(ValueError, match="segment the image first"):
+        assign_partners(det, None, pre)
+    with pytest.raises(ValueError, match="shape"):
+        assign_partners(det, seg[:, :50], pre)
+    with pytest.raises(ValueError, match="presynaptic map"):
+        partner_probes(det, pre[:, :50])
+
+
+def test_empty_detections_give_an_empty_table():
+    seg, _, pre = polyadic_scene()
+    det = detect_synapses(np.zeros(seg.shape, np.float32), VS)
+    table = SynapseTable.from_probes(det, partner_probes(det, pre), seg)
+    assert len(table) == 0 and len(table.rows()) == 0 and table.pairs.shape == (0, 2)
+
+
+def test_a_new_probe_fragments_array_is_picked_up():
+    seg, prob, pre = polyadic_scene()
+    det = detect_synapses(prob, VS, min_size_nm3=0)
+    table = assign_partners(det, seg, pre)
+    assert sorted(table.pairs[:, 1].tolist()) == [2, 3]
+    table.probe_fragments = np.where(table.probe_fragments == 3, 2, table.probe_fragments)
+    table.derive()
+    assert table.pairs[:, 1].tolist() == [2]

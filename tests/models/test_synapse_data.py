@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from napari_connectome.models.datasets import DataSource
+from napari_connectome.models.synapse_data import (
+    SynapsePatchSampler,
+    SynapsePlane,
+    default_synapse_sources,
+    make_synapse_samples,
+    presynaptic_zone,
+)
+
+
+def test_presynaptic_zone_is_the_pre_neuron_near_the_synapse():
+    neurons = np.zeros((3, 40, 40), np.uint32)
+    neurons[:, :, :20] = 1
+    neurons[:, :, 20:] = 2
+    synapses = np.zeros_like(neurons)
+    synapses[1, 10:30, 19:21] = 1
+    table = np.array([(1, 1)], [("id", np.uint32), ("pre", np.uint32)])
+    zone = presynaptic_zone(synapses, neurons, table, (40.0, 4.0, 4.0), reach_nm=20.0)
+    assert zone.any()
+    assert np.all(neurons[zone] == 1)  # only the presynaptic neuron
+    ys, xs = np.nonzero(zone[1])
+    assert xs.min() >= 19 - 5 and ys.min() >= 10 - 5  # within 20 nm = 5 px
+    assert not zone[1, :, :10].any()
+
+
+def test_default_sources_hold_out_the_validation_sections(tmp_path):
+    raw = np.zeros((30, 8, 8), np.uint8)
+    np.savez(tmp_path / "isbi2012_cardona_3d.npz", raw=raw, synapses=raw)
+    np.savez(tmp_path / "drosophila_vnc_stack1.npz", raw=raw[:20], synapses=raw[:20])
+    isbi, vnc = default_synapse_sources(tmp_path)
+    assert isbi.held_out(30) == list(range(20, 30))
+    assert vnc.held_out(20) == list(range(15, 20))
+    assert isbi.membranes == vnc.membranes == "synapses"
+    assert default_synapse_sources(tmp_path / "missing") == []
+
+
+def test_held_out_sections_never_become_training_planes(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 255, (10, 32, 32), dtype=np.uint8)
+    synapses = np.zeros(raw.shape, np.uint8)
+    synapses[-3:] = 1  # only the held-out sections hold synapses
+    np.savez(tmp_path / "v.npz", raw=raw, synapses=synapses)
+    source = DataSource(
+        str(tmp_path / "v.npz"), (40.0, 8.0, 8.0), membranes="synapses", holdout_last=3
+    )
+    samples = make_synapse_samples([source], pixel_size_nm=8.0)
+    assert len(samples) == 7
+    assert all(s.target.shape == (2, 32, 32) for s in samples)
+    assert all(s.target.max() == 0 and not s.pre_supervised for s in samples)
+
+
+def plane(pre_supervised, source):
+    image = np.zeros((64, 64), np.float32)
+    image[20:30, 10:50] = 1.0  # an asymmetric bar
+    target = np.stack([image.copy(), image[::-1].copy()])
+    return SynapsePlane(image, target, pre_supervised, source)
+
+
+def test_sampler_keeps_image_and_targets_aligned():
+    samples = [plane(True, "a"), plane(False, "b")]
+    sampler = SynapsePatchSampler(samples, 48, seed=1, augment=False, positive_fraction=1.0)
+    images, targets, masks, pre_w = sampler.batch(6)
+    assert images.shape == (6, 1, 48, 48) and targets.shape == (6, 2, 48, 48)
+    assert masks.shape == (6, 1, 48, 48) and pre_w.shape == (6, 1, 1, 1)
+    np.testing.assert_array_equal(images[:, 0], targets[:, 0])  # the same crop
+    assert set(np.unique(pre_w)) <= {0.0, 1.0}
+    assert images[:, 0].max() == 1.0  # positive-centred crops contain the synapse
+
+
+def test_sampler_augmentation_moves_targets_with_the_image():
+    sampler = SynapsePatchSampler([plane(True, "a")], 48, seed=3, augment=True)
+    images, targets, masks, _ = sampler.batch(8)
+    assert np.all((targets >= 0) & (targets <= 1))
+    for img, tgt, m in zip(images[:, 0], targets[:, 0], masks[:, 0], strict=True):
+        # geometric changes are shared: the target bar lies where the image is bright
+        if tgt.max() > 0.5 and m.mean() > 0.9:
+            assert img[tgt > 0.9].mean() > img[tgt < 0.1].mean()
+
+
+def test_sampler_needs_planes():
+    with pytest.raises(ValueError, match="no training planes"):
+        SynapsePatchSampler([], 32)

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_connectome.models.synapse_inference import (
+    SYNAPSE_OUTPUT,
+    load_synapse_model,
+    predict_synapse_maps,
+)
+from napari_connectome.models.unet import build_model, default_config
+from napari_connectome.models.weights import ModelFileError, save_model
+
+CONFIG = default_config(out_channels=2, output=SYNAPSE_OUTPUT, base_channels=4, depth=2)
+
+
+class DarkAndBright(nn.Module):
+    """Channel 0 fires on dark pixels, channel 1 on bright ones."""
+
+    def forward(self, x):
+        return torch.cat([40 * (0.2 - x), 40 * (x - 0.8)], dim=1)
+
+
+def test_both_channels_are_predicted_and_tiled_seamlessly():
+    rng = np.random.default_rng(0)
+    vol = rng.integers(126, 130, (2, 300, 280)).astype(np.uint8)
+    vol[:, 30:70, 30:70] = 0  # over 1 % of the plane each: the percentiles reach them
+    vol[:, 190:230, 90:140] = 255
+    syn, pre = predict_synapse_maps(
+        vol, (40.0, 8.0, 8.0), (DarkAndBright(), CONFIG), device="cpu", tile_size=128
+    )
+    assert syn.shape == pre.shape == vol.shape and syn.dtype == np.float32
+    assert syn[:, 35:65, 35:65].min() > 0.9 and syn[:, 195:225, 95:135].max() < 0.1
+    assert pre[:, 195:225, 95:135].min() > 0.9 and pre[:, 35:65, 35:65].max() < 0.1
+    assert syn[:, 150:170, 200:260].max() < 0.1  # mid grey: neither
+
+
+def test_2d_and_progress_and_cancel():
+    from napari_connectome.models.inference import PredictionCancelled
+
+    img = np.random.default_rng(1).integers(0, 255, (90, 70)).astype(np.uint8)
+    calls = []
+    syn, pre = predict_synapse_maps(
+        img,
+        (8.0, 8.0),
+        (DarkAndBright(), CONFIG),
+        device="cpu",
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    assert syn.shape == img.shape and calls[-1][0] == calls[-1][1]
+    with pytest.raises(PredictionCancelled):
+        predict_synapse_maps(
+            img, (8.0, 8.0), (DarkAndBright(), CONFIG), device="cpu", should_stop=lambda: True
+        )
+
+
+def test_a_one_channel_model_is_refused(tmp_path):
+    path = save_model(
+        build_model(default_config(base_channels=4, depth=2)),
+        default_config(base_channels=4, depth=2),
+        tmp_path / "boundary.safetensors",
+    )
+    with pytest.raises(ModelFileError, match="not a synapse model"):
+        load_synapse_model(path)
+    with pytest.raises(ValueError, match="2 output channels"):
+        predict_synapse_maps(
+            np.random.default_rng(0).random((2, 64, 64)),
+            (40.0, 8.0, 8.0),
+            (build_model(default_config(base_channels=4, depth=2)), None),
+        )
+
+
+def test_saved_synapse_model_round_trip(tmp_path):
+    model = build_model(CONFIG)
+    path = save_model(model, CONFIG, tmp_path / "syn.safetensors")
+    loaded, config = load_synapse_model(path)
+    assert config["out_channels"] == 2 and config["output"] == SYNAPSE_OUTPUT
+    x = torch.rand(1, 1, 32, 32)
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_missing_file():
+    with pytest.raises(ModelFileError, match="not found"):
+        load_synapse_model("/nonexistent/syn.safetensors")

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_connectome.models.synapse_inference import SYNAPSE_OUTPUT
+from napari_connectome.models.unet import default_config
+from napari_connectome.synapse_detection import (
+    SynapseDetectionCancelled,
+    detect_volume,
+    no_synapses_message,
+)
+
+CONFIG = default_config(
+    out_channels=2,
+    output=SYNAPSE_OUTPUT,
+    base_channels=4,
+    depth=2,
+    normalization={"method": "meanstd"},  # mean grey stays mid grey in every section
+)
+VS = (40.0, 4.0, 4.0)
+
+
+class DarkAndBright(nn.Module):
+    """A stand-in synapse network: dark pixels are synapse, bright ones presynaptic."""
+
+    def forward(self, x):
+        return torch.cat([40 * (0.25 - x), 40 * (x - 0.7)], dim=1)
+
+
+MODEL = (DarkAndBright(), CONFIG)
+
+
+def scene():
+    """Two synapses; segment 1 (bright, presynaptic) faces segments 2 and 3."""
+    raw = np.full((4, 128, 96), 128, np.uint8)
+    seg = np.zeros(raw.shape, np.uint32)
+    seg[:, :, :48] = 1
+    seg[:, :64, 48:] = 2
+    seg[:, 64:, 48:] = 3
+    raw[:, :, 20:44] = 255  # presynaptic side of segment 1
+    raw[1:3, 10:30, 44:52] = 0  # synapse onto 2
+    raw[1:3, 95:115, 44:52] = 0  # synapse onto 3, 340 nm away
+    return raw, seg
+
+
+def test_detect_partners_and_connectome():
+    raw, seg = scene()
+    calls = []
+    result = detect_volume(
+        raw,
+        VS,
+        segmentation=seg,
+        model=MODEL,
+        device="cpu",
+        min_size_nm3=0,
+        progress=lambda f, m: calls.append((f, m)),
+    )
+    assert len(result) == 2
+    assert result.detections.labels.shape == raw.shape
+    assert result.table.pre.tolist() == [1, 1]
+    edges = {(int(a), int(b)): int(c) for a, b, c in result.edges()}
+    assert edges == {(1, 2): 1, (1, 3): 1}
+    assert calls[-1][0] == 1.0 and "2 synapses" in calls[-1][1]
+    assert all(b[0] >= a[0] for a, b in zip(calls, calls[1:], strict=False))
+    # a merge of the two postsynaptic segments: one edge of weight 2, no model run
+    result.update(np.array([0, 1, 2, 2], np.uint64))
+    assert {(int(a), int(b)): int(c) for a, b, c in result.edges()} == {(1, 2): 2}
+
+
+def test_without_segmentation_there_are_no_partners():
+    raw, _ = scene()
+    result = detect_volume(raw, VS, model=MODEL, device="cpu", min_size_nm3=0)
+    assert len(result) == 2 and result.table is None
+    with pytest.raises(ValueError, match="assign them from a segmentation"):
+        result.edges()
+
+
+def test_segmentation_of_another_shape_is_refused():
+    raw, seg = scene()
+    with pytest.raises(ValueError, match=r"segmentation has shape \(4, 128, 95\).*image"):
+        detect_volume(raw, VS, segmentation=seg[..., :95], model=MODEL, device="cpu")
+
+
+def test_no_synapses_found_is_explained():
+    raw = np.full((2, 64, 64), 128, np.uint8)
+    raw[:, :32] = 150
+    result = detect_volume(
+        raw, VS, segmentation=np.ones(raw.shape, np.uint32), model=MODEL, device="cpu"
+    )
+    assert len(result) == 0 and result.table is None
+    message = no_synapses_message(result)
+    assert "no synapses found" in message and "threshold" in message
+
+
+def test_cancel():
+    raw, seg = scene()
+    with pytest.raises(SynapseDetectionCancelled):
+        detect_volume(raw, VS, model=MODEL, device="cpu", should_stop=lambda: True)
