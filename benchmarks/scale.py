@@ -23,6 +23,7 @@ Usage::
 
     python benchmarks/scale.py [--size 1] [--block-size Z Y X] [--workdir DIR] [--json]
     python benchmarks/scale.py --size 16x512x512     # a quick small run
+    python benchmarks/scale.py --export-store OUTPUT.zarr   # the export step alone
 """
 
 from __future__ import annotations
@@ -189,6 +190,30 @@ def export(store: Path, dest: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def export_only(store: Path, as_json: bool) -> int:
+    """Run the export step alone on an existing store (step 3 of the module docstring)."""
+    from napari_connectome.io import read_segmentation_store
+
+    shape = read_segmentation_store(store).shape
+    gvox = float(np.prod(shape)) / 1e9
+    with tempfile.TemporaryDirectory(prefix="nc-scale-export-") as work:
+        exp = export(store, Path(work) / "labels.ome.zarr")
+    figures = {"shape": list(shape), "gigavoxels": gvox, "export": exp, "targets": TARGETS}
+    figures["export"]["gvox_per_s"] = gvox / exp["seconds"]
+    if as_json:
+        print(json.dumps(figures, indent=1))
+        return 0
+    print(f"## Export step: {shape} = {gvox:.3f} Gvox\n")
+    print("| figure | value | target |")
+    print("|---|---|---|")
+    print(
+        f"| export to OME-Zarr | {exp['seconds']:.1f} s ({gvox / exp['seconds']:.3f} Gvox/s) "
+        f"| < 60 s for 1 Gvox |"
+    )
+    print(f"| export peak memory | {exp['peak_gb']:.2f} GB | < 1 GB |")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="1", help="gigavoxels (default 1) or ZxYxX")
@@ -202,7 +227,15 @@ def main(argv=None) -> int:
         help="block size Z Y X (default: the blockwise default)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--export-store",
+        default=None,
+        metavar="STORE",
+        help="run only the export step, on this existing segmentation store",
+    )
     args = parser.parse_args(argv)
+    if args.export_store:
+        return export_only(Path(args.export_store), args.json)
     shape = parse_size(args.size)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="nc-scale-"))
     work.mkdir(parents=True, exist_ok=True)

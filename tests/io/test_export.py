@@ -192,3 +192,39 @@ def test_unknown_suffix_and_bad_input(tmp_path, labels):
     with pytest.raises(ValueError, match="voxel_size"):
         export_labels(labels, tmp_path / "a.h5", voxel_size=(1, 2))
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["a.ome.zarr", "a.h5"])
+def test_reads_follow_the_source_chunks(tmp_path, name):
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 9, (6, 300, 280)).astype(np.uint32)
+    calls = []
+
+    def read_block(box):
+        calls.append(tuple((s.start, s.stop) for s in box))
+        return labels[box]
+
+    source_chunks, block = (1, 128, 128), (4, 64, 64)
+    export_labels(
+        read_block,
+        tmp_path / name,
+        shape=labels.shape,
+        dtype=labels.dtype,
+        voxel_size=VOXEL,
+        block_shape=block,
+        source_chunks=source_chunks,
+    )
+    for box in calls:  # whole source chunks (or the volume's end), at most one block
+        for (a, b), c, n in zip(box, source_chunks, labels.shape, strict=True):
+            assert a % c == 0 and (b % c == 0 or b == n)
+        assert np.prod([b - a for a, b in box]) <= np.prod(block)
+    plain = export_labels(
+        labels, tmp_path / ("plain" + name[1:]), voxel_size=VOXEL, block_shape=block
+    )
+    if name.endswith("zarr"):
+        attrs = json.loads((tmp_path / name / ".zattrs").read_text())
+        assert attrs["multiscales"][0]["name"] == name
+    ours, theirs = open_volume(tmp_path / name), open_volume(plain)
+    assert len(ours.levels) == len(theirs.levels) == (2 if name.endswith("zarr") else 1)
+    for a, b in zip(ours.levels, theirs.levels, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -6,7 +6,12 @@ Pure Python: numpy, zarr, tifffile and h5py; no Qt, no napari, no torch.
 
 The labels may be any array-like (numpy, zarr, dask, ``np.memmap``) or a callable
 ``read_block(slices) -> ndarray`` given with ``shape`` and ``dtype``, so that a
-proofreading state streams ``state.labels_in(box)`` without building the volume.
+proofreading state streams ``state.labels_in(box)`` without building the volume
+(``napari-connectome export`` replays the journal on
+:func:`~napari_connectome.io.lazy_state.open_corrected`, whose volumes stay on
+disk). Reads are whole chunks of the source (``source_chunks``) of at most about
+one block of voxels; the first pyramid level is computed from the blocks as they
+are read. Memory is bounded by the block, never by the volume.
 """
 
 from __future__ import annotations
@@ -20,6 +25,21 @@ from typing import Any
 import numpy as np
 
 from ._atomic import move_into_place, remove_path, temporary_sibling
+from .label_pyramid import PYRAMID_MAX_SIZE, mode_downsample, pyramid_factors
+
+__all__ = [
+    "BIGTIFF_BYTES",
+    "DEFAULT_CHUNKS_2D",
+    "DEFAULT_CHUNKS_3D",
+    "EXPORT_SUFFIXES",
+    "PYRAMID_MAX_SIZE",
+    "check_export_path",
+    "describe_export",
+    "export_format",
+    "export_labels",
+    "mode_downsample",
+    "pyramid_factors",
+]
 
 #: Destination suffixes and their format.
 EXPORT_SUFFIXES = {
@@ -34,9 +54,6 @@ EXPORT_SUFFIXES = {
 #: Chunk (and block) shape of the exported OME-Zarr and HDF5 volumes.
 DEFAULT_CHUNKS_3D = (64, 256, 256)
 DEFAULT_CHUNKS_2D = (512, 512)
-
-#: Pyramid levels are added until the coarsest is at most this size along every axis.
-PYRAMID_MAX_SIZE = 256
 
 #: TIFF files larger than this are written as BigTIFF.
 BIGTIFF_BYTES = 2**31
@@ -118,7 +135,13 @@ def check_export_path(dest, *, overwrite: bool = False) -> Path:
 class _Source:
     """Uniform block reading from an array-like or a ``read_block`` callable."""
 
-    def __init__(self, labels, shape, dtype):
+    def __init__(self, labels, shape, dtype, chunks=None):
+        if chunks is None:
+            chunks = getattr(labels, "chunks", None)
+        try:  # zarr and h5py give ints per axis; dask gives tuples (not used)
+            self.chunks = tuple(max(1, int(c)) for c in chunks) if chunks else None
+        except TypeError:
+            self.chunks = None
         if callable(labels) and not hasattr(labels, "shape"):
             if shape is None or dtype is None:
                 raise TypeError("a read_block callable needs shape= and dtype=")
@@ -135,6 +158,8 @@ class _Source:
             raise ValueError(f"labels must be integers; got dtype {self.dtype}")
         if len(self.shape) not in (2, 3) or min(self.shape) < 1:
             raise ValueError(f"labels must be a non-empty 2D or 3D volume; got shape {self.shape}")
+        if self.chunks is not None and len(self.chunks) != len(self.shape):
+            self.chunks = None
 
     def block(self, box) -> np.ndarray:
         out = np.asarray(self.read(tuple(box)))
@@ -157,6 +182,46 @@ def _boxes(shape, block) -> list[tuple[slice, ...]]:
     ]
 
 
+def _group_shape(src: _Source, chunks) -> tuple[int, ...]:
+    """Whole output chunks that also cover whole source chunks (no chunk read twice)."""
+    if src.chunks is None:
+        return tuple(chunks)
+    return tuple(
+        min(-(-n // c) * c, -(-s // c) * c)
+        for s, c, n in zip(src.chunks, chunks, src.shape, strict=True)
+    )
+
+
+def _read_group(src: _Source, group, budget: int) -> np.ndarray:
+    """Read a group box in slabs of whole source chunks of at most ~``budget`` voxels."""
+    depth = group[0].stop - group[0].start
+    plane = int(np.prod([s.stop - s.start for s in group[1:]], dtype=np.int64))
+    step = max(1, budget // max(plane, 1))
+    if src.chunks is not None:
+        step = max(src.chunks[0], step // src.chunks[0] * src.chunks[0])
+    if step >= depth:
+        return src.block(group)
+    out = np.empty([s.stop - s.start for s in group], dtype=src.dtype)
+    for z in range(group[0].start, group[0].stop, step):
+        box = (slice(z, min(z + step, group[0].stop)), *group[1:])
+        out[z - group[0].start : box[0].stop - group[0].start] = src.block(box)
+    return out
+
+
+def _within(group, chunks) -> list[tuple[slice, ...]]:
+    """Return the chunk boxes of a group, relative to the group and absolute."""
+    shape = [s.stop - s.start for s in group]
+    return [
+        (
+            box,
+            tuple(
+                slice(g.start + b.start, g.start + b.stop) for g, b in zip(group, box, strict=True)
+            ),
+        )
+        for box in _boxes(shape, chunks)
+    ]
+
+
 def _chunks(shape, block_shape) -> tuple[int, ...]:
     if block_shape is None:
         block_shape = DEFAULT_CHUNKS_3D if len(shape) == 3 else DEFAULT_CHUNKS_2D
@@ -172,96 +237,6 @@ def _voxel(voxel_size, ndim) -> tuple[float, ...] | None:
     if len(size) != ndim or any(not np.isfinite(v) or v <= 0 for v in size):
         raise ValueError(f"voxel_size must be {ndim} positive numbers (nm); got {voxel_size}")
     return size
-
-
-# ------------------------------------------------------------------- atomicity
-
-
-# ----------------------------------------------------------------- downsampling
-
-
-def mode_downsample(block: np.ndarray, factors: Sequence[int]) -> np.ndarray:
-    """Downsample labels by taking the most frequent label of each window.
-
-    Parameters
-    ----------
-    block : numpy.ndarray
-        Integer labels.
-    factors : sequence of int
-        Window size per axis (1 keeps the axis). A block whose size is not a
-        multiple is padded by repeating its last voxels.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``ceil(shape / factors)`` labels. Ties go to a non-zero label first,
-        then to the label met first in the window (C order).
-    """
-    factors = tuple(int(f) for f in factors)
-    if all(f == 1 for f in factors):
-        return block.copy()
-    pad = [(0, (-n) % f) for n, f in zip(block.shape, factors, strict=True)]
-    if any(p[1] for p in pad):
-        block = np.pad(block, pad, mode="edge")
-    out_shape = tuple(n // f for n, f in zip(block.shape, factors, strict=True))
-    split = []
-    for n, f in zip(out_shape, factors, strict=True):
-        split += [n, f]
-    ndim = len(factors)
-    windows = block.reshape(split).transpose(
-        [2 * i for i in range(ndim)] + [2 * i + 1 for i in range(ndim)]
-    )
-    k = int(np.prod(factors))
-    windows = windows.reshape(-1, k)
-    counts = np.empty(windows.shape, dtype=np.int32)
-    for j in range(k):
-        counts[:, j] = np.count_nonzero(windows == windows[:, j : j + 1], axis=1)
-    counts *= 2
-    counts -= windows == 0  # a tie prefers a label to the background
-    pick = np.argmax(counts, axis=1)
-    return windows[np.arange(windows.shape[0]), pick].reshape(out_shape)
-
-
-def pyramid_factors(shape, voxel_size=None, max_size: int = PYRAMID_MAX_SIZE) -> list:
-    """Plan the downsampling factors of each pyramid level after the first.
-
-    Y and x are halved at every level; z is halved too once the data are
-    roughly isotropic (the z voxel at most 1.5 times the in-plane one), so an
-    anisotropic stack is first downsampled in-plane only. An axis of size 1 is
-    kept. Levels are added until every axis is at most ``max_size``.
-
-    Parameters
-    ----------
-    shape : tuple of int
-        Shape of level 0.
-    voxel_size : sequence of float, optional
-        Voxel size in nm; isotropic when not given.
-    max_size : int, optional
-        Largest size of the coarsest level.
-
-    Returns
-    -------
-    list of tuple of int
-        The factor per axis from each level to the next (empty: one level).
-    """
-    shape = [int(n) for n in shape]
-    size = list(voxel_size) if voxel_size is not None else [1.0] * len(shape)
-    out = []
-    while max(shape) > max_size:
-        factors = []
-        for axis, n in enumerate(shape):
-            if n <= 1:
-                factors.append(1)
-            elif len(shape) == 3 and axis == 0:
-                factors.append(2 if size[0] <= 1.5 * min(size[1], size[2]) else 1)
-            else:
-                factors.append(2)
-        if all(f == 1 for f in factors):
-            break
-        out.append(tuple(factors))
-        shape = [-(-n // f) for n, f in zip(shape, factors, strict=True)]
-        size = [s * f for s, f in zip(size, factors, strict=True)]
-    return out
 
 
 # --------------------------------------------------------------------- OME-Zarr
@@ -292,11 +267,35 @@ def _write_ome_zarr(src: _Source, tmp: Path, voxel, chunks, progress) -> None:
         )
 
     array = make(0)
-    for box in _boxes(shapes[0], level_chunks[0]):
-        array[box] = src.block(box)
-        done += 1
-        _report(progress, done, total, "level 0")
+    group = _group_shape(src, level_chunks[0])
+    budget = int(np.prod(level_chunks[0], dtype=np.int64))
+    fused = None  # level 1 computed from level 0's groups when they hold whole windows
+    if plan and all(
+        g % f == 0 and (g // f) % c == 0
+        for g, f, c in zip(group, plan[0], level_chunks[1], strict=True)
+    ):
+        fused = make(1)
+    for gbox in _boxes(shapes[0], group):
+        labels = _read_group(src, gbox, budget)
+        for local, box in _within(gbox, level_chunks[0]):
+            array[box] = labels[local]
+            done += 1
+            _report(progress, done, total, "level 0")
+        if fused is not None:
+            down = mode_downsample(labels, plan[0])
+            start = [g.start // f for g, f in zip(gbox, plan[0], strict=True)]
+            for local, box in _within(
+                tuple(slice(a, a + n) for a, n in zip(start, down.shape, strict=True)),
+                level_chunks[1],
+            ):
+                fused[box] = down[local]
+                done += 1
+                _report(progress, done, total, "level 1")
+        del labels
     for level, factors in enumerate(plan, start=1):
+        if level == 1 and fused is not None:
+            array = fused
+            continue
         previous, array = array, make(level)
         for box in _boxes(shapes[level], level_chunks[level]):
             source_box = tuple(
@@ -320,7 +319,7 @@ def _write_ome_zarr(src: _Source, tmp: Path, voxel, chunks, progress) -> None:
             "multiscales": [
                 {
                     "version": "0.4",
-                    "name": tmp.name,
+                    "name": tmp.name[1:].rsplit(".tmp-", 1)[0],  # the destination's name
                     "axes": [{"name": a, "type": "space", **unit} for a in axes],
                     "datasets": [
                         {
@@ -419,10 +418,15 @@ def _write_hdf5(src: _Source, tmp: Path, voxel, chunks, progress) -> None:
             ds.attrs["voxel_size"] = np.asarray(voxel, dtype=np.float64)
             ds.attrs["resolution"] = np.asarray(voxel, dtype=np.float64)
             ds.attrs["unit"] = "nm"
-        boxes = _boxes(src.shape, chunks)
-        for i, box in enumerate(boxes):
-            ds[box] = src.block(box)
-            _report(progress, i + 1, len(boxes), "blocks")
+        group = _group_shape(src, chunks)
+        budget = int(np.prod(chunks, dtype=np.int64))
+        total, done = len(_boxes(src.shape, chunks)), 0
+        for gbox in _boxes(src.shape, group):
+            labels = _read_group(src, gbox, budget)
+            for local, box in _within(gbox, chunks):
+                ds[box] = labels[local]
+                done += 1
+                _report(progress, done, total, "blocks")
 
 
 _WRITERS = {"ome-zarr": _write_ome_zarr, "tiff": _write_tiff, "hdf5": _write_hdf5}
@@ -438,6 +442,7 @@ def export_labels(
     progress: Callable[[float, str], None] | None = None,
     shape: Sequence[int] | None = None,
     dtype: Any = None,
+    source_chunks: Sequence[int] | None = None,
 ) -> Path:
     """Export a label volume to OME-Zarr, TIFF or HDF5, chosen by the suffix of ``dest``.
 
@@ -480,6 +485,11 @@ def export_labels(
     shape, dtype : optional
         Shape and dtype of a ``read_block`` callable's volume (``bool`` is
         written as ``uint8``).
+    source_chunks : sequence of int, optional
+        Chunk shape of the stored volume behind ``labels`` (an array's
+        ``chunks`` by default). OME-Zarr and HDF5 exports then read boxes of
+        whole source chunks, so no chunk is decompressed twice; every read
+        stays within about one block of voxels.
 
     Returns
     -------
@@ -495,7 +505,7 @@ def export_labels(
     """
     path = check_export_path(dest, overwrite=overwrite)
     fmt = export_format(path)
-    src = _Source(labels, shape, dtype)
+    src = _Source(labels, shape, dtype, source_chunks)
     voxel = _voxel(voxel_size, len(src.shape))
     chunks = _chunks(src.shape, block_shape)
     tiff_chunks = chunks if block_shape is not None else None
