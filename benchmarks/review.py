@@ -46,7 +46,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
+
+from _shared import truth_2d_from_membranes
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -83,16 +84,6 @@ def _result(bnd, voxel, mask=None, raw=None):
 
     sections = check_sections(raw, voxel)[0] if raw is not None else None
     return segment_boundaries_state(bnd.copy(), voxel, mask=mask, sections=sections)
-
-
-def truth_2d_from_membranes(membranes: np.ndarray) -> np.ndarray:
-    out = np.zeros(membranes.shape, np.uint64)
-    offset = 0
-    for z, plane in enumerate(membranes):
-        labels, n = ndi.label(plane == 0)
-        out[z] = np.where(labels > 0, labels.astype(np.uint64) + offset, 0)
-        offset += n
-    return out
 
 
 def side_by_side(stack: np.ndarray, fill=0) -> np.ndarray:

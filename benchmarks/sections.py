@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from _shared import truth_2d_from_membranes
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 METRICS = ("voi_split", "voi_merge", "voi", "arand")
@@ -50,17 +52,6 @@ def log(message: str) -> None:
 def shift_plane(plane: np.ndarray, shift, fill) -> np.ndarray:
     """Move a section's content by an integer ``(dy, dx)``; the revealed border gets ``fill``."""
     return ndi.shift(plane, shift, order=0, mode="constant", cval=fill)
-
-
-def truth_2d(membranes: np.ndarray) -> np.ndarray:
-    """Per-section connected components of ``membranes == 0``, ids unique across sections."""
-    out = np.zeros(membranes.shape, np.uint64)
-    offset = 0
-    for z, plane in enumerate(membranes):
-        labels, n = ndi.label(plane == 0)
-        out[z] = np.where(labels > 0, labels.astype(np.uint64) + offset, 0)
-        offset += n
-    return out
 
 
 def per_section_ids(seg: np.ndarray) -> np.ndarray:
@@ -213,7 +204,7 @@ def main(argv=None) -> int:
         r, t = run_volume(
             "VNC z15-19 (per section)",
             raw,
-            truth_2d(membranes),
+            truth_2d_from_membranes(membranes),
             (50.0, 4.6, 4.6),
             model,
             2,

@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from _shared import truth_2d_from_membranes
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 ISBI = ("isbi2012_cardona_3d.npz", (50.0, 4.0, 4.0))
@@ -367,16 +369,6 @@ def score_2d_sections(boundaries, pixel, truth, thresholds, raw=None) -> dict:
         stack = np.stack(segs)
         rows[t] = _scores(stack, truth) | {"segments": offset}
     return {"n_fragments": sum(s.n_fragments for s in states), "rows": rows}
-
-
-def truth_2d_from_membranes(membranes: np.ndarray) -> np.ndarray:
-    out = np.zeros(membranes.shape, np.uint64)
-    offset = 0
-    for z, plane in enumerate(membranes):
-        labels, n = ndi.label(plane == 0)
-        out[z] = np.where(labels > 0, labels.astype(np.uint64) + offset, 0)
-        offset += n
-    return out
 
 
 def accuracy(data_dir: Path, model, isbi_pred, thresholds) -> list[dict]:
