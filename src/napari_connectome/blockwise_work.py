@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .core.edge_store import EDGE_FIELDS
 from .core.fragments import make_fragments
 from .core.region_graph import build_region_graph
 from .core.stitching import Block
@@ -57,16 +58,7 @@ _MANIFEST_VERSION = 1
 #: that a fragment cut by a block face is made alike on both sides and can be joined.
 FRAGMENT_HALO = 32
 #: RegionGraph fields a block's mark keeps.
-GRAPH_FIELDS = (
-    "edges",
-    "contact_area",
-    "contact_weight",
-    "score_sum",
-    "max_score",
-    "quantile_score",
-    "fragment_sizes",
-    "fragment_bboxes",
-)
+GRAPH_FIELDS = (*EDGE_FIELDS, "fragment_sizes", "fragment_bboxes")
 
 
 @dataclass(frozen=True)
