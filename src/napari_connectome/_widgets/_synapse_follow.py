@@ -1,0 +1,116 @@
+"""How the Synapses dock keeps partners in step with the segmentation (no model run).
+
+Two ways the segmentation changes under a synapse table:
+
+- the segmentation layer gets new data (the Segment dock's threshold slider, or
+  a Proofread dock opening a session on its layer): the segment ids are read
+  again at the partner probes;
+- the layer is a Proofread dock's ``"<name> proofread"`` layer: every merge,
+  split, undo and redo of its session reaches a :class:`~._synapse_view.ProofreadLink`
+  through the session history's listeners.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._scope import level0
+from ._synapse_view import ProofreadLink, to_image
+
+
+def _unwrap(obj):
+    while hasattr(obj, "__wrapped__"):  # napari's PublicOnlyProxy
+        obj = obj.__wrapped__
+    return obj
+
+
+def _values_at(data, coords: np.ndarray) -> np.ndarray:
+    """Read an array at voxel coordinates (a lazy array: one box read)."""
+    if isinstance(data, np.ndarray):
+        return data[tuple(coords.T)].astype(np.uint64)
+    lo, hi = coords.min(axis=0), coords.max(axis=0) + 1
+    block = np.asarray(data[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))])
+    return block[tuple((coords - lo).T)].astype(np.uint64)
+
+
+class FollowSegmentation:
+    """Mixin of the Synapses dock: partners follow the segmentation layer and its session.
+
+    The dock provides ``_viewer``, ``_ctx`` (the run's image, labels, region,
+    offset), ``_table()``, ``link`` and ``refresh``.
+    """
+
+    # --- following the segmentation ----------------------------------------------------
+
+    def _proofread_dock(self, layer):
+        from .proofread_dock import ProofreadDock
+
+        window = getattr(self._viewer, "window", None)
+        docks = getattr(window, "dock_widgets", {}) if window is not None else {}
+        for dock in map(_unwrap, docks.values()):
+            if isinstance(dock, ProofreadDock) and dock.layer is layer:
+                return dock
+        return None
+
+    def follow(self, dock) -> bool:
+        """Make the partners follow a Proofread dock's session (edits re-derive them).
+
+        Parameters
+        ----------
+        dock : ProofreadDock
+            The dock; its ``layer`` must be this run's segmentation layer and a
+            session must be open.
+
+        Returns
+        -------
+        bool
+            Whether the partners now follow that session.
+        """
+        table = self._table()
+        if self.link is not None:
+            self.link.detach()
+            self.link = None
+        labels = self._ctx.get("labels")
+        if table is None or dock is None or dock.controller is None or dock.layer is not labels:
+            return False
+        state = dock.controller.state
+        self.link = ProofreadLink(
+            table,
+            dock.controller.history,
+            self._ctx["region"],
+            self._ctx["offset"],
+            lifted=state.ndim < labels.ndim,
+            on_change=lambda: self.refresh(points=False, arrows_later=True),
+        )
+        return True
+
+    def _follow(self) -> None:
+        self.follow(self._proofread_dock(self._ctx.get("labels")))
+
+    def _on_labels_data(self, layer) -> None:
+        """Re-derive partners when the segmentation layer gets new data (session, threshold)."""
+        if self._table() is None or layer is not self._ctx.get("labels"):
+            return
+        dock = self._proofread_dock(layer)
+        if dock is not None and dock.controller is not None:
+            self.follow(dock)  # a (re)opened session: read its state
+        else:
+            self._read_partners(layer)
+        self.refresh()
+
+    def _read_partners(self, layer) -> None:
+        """Re-read segment ids at the probes from the layer (no model run)."""
+        if self.link is not None:
+            self.link.detach()
+            self.link = None
+        table = self._table()
+        data = level0(layer)
+        pixels = to_image(table.probes.coords, self._ctx["region"])
+        coords = np.rint(pixels - np.asarray(self._ctx["offset"], float)).astype(np.int64)
+        inside = np.all((coords >= 0) & (coords < np.asarray(data.shape)), axis=1)
+        values = np.zeros(len(coords), np.uint64)
+        if inside.any():
+            values[inside] = _values_at(data, coords[inside])
+        table.probe_fragments = values
+        table.segment_table = None
+        table.derive()
