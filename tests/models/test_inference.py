@@ -268,3 +268,46 @@ def test_cuda_matches_cpu(tiny):
     gpu = predict_boundaries(volume, (40, 8, 8), (model, config), device="cuda", tile_size=128)
     model.to("cpu")
     assert np.abs(cpu - gpu).mean() < 0.01 and np.abs(cpu - gpu).max() < 0.1
+
+
+def test_run_prediction_keeps_the_leading_channels(tiny):
+    from napari_connectome.models.inference import check_inputs, run_prediction
+
+    volume, ndim, sizes, orientations = check_inputs(_image((2, 70, 90)), (8, 8, 8), "xy", 4)
+    assert ndim == 3 and orientations == ("xy",) and sizes == (8.0, 8.0, 8.0)
+    kwargs = dict(batch_size=4, tile_size=128, progress=None, should_stop=None, purpose="x")
+    one = run_prediction(
+        volume, ndim, sizes, orientations, tiny, device=torch.device("cpu"), channels=1, **kwargs
+    )
+    assert one.shape == (1, 2, 70, 90)
+    np.testing.assert_array_equal(
+        one[0], _predict(volume, (8, 8, 8), tiny, planes="xy", tile_size=128, batch_size=4)
+    )
+
+    class ThreeWay(torch.nn.Module):
+        def forward(self, x):
+            return torch.cat([10 * x - 5, 5 - 10 * x, 0 * x + 3], dim=1)
+
+    model = (ThreeWay(), {**tiny[1], "out_channels": 3})
+    two = run_prediction(
+        volume, ndim, sizes, ("xy", "xz"), model, device=torch.device("cpu"), channels=2, **kwargs
+    )
+    assert two.shape == (2, 2, 70, 90) and two[0].std() > 0.05
+    np.testing.assert_allclose(two[0] + two[1], 1.0, atol=1e-5)  # sigmoid(a) + sigmoid(-a)
+    image, ndim, sizes, orientations = check_inputs(_image((30, 40)), (8, 8), "auto", 1)
+    assert ndim == 2 and sizes == (1.0, 8.0, 8.0) and orientations == ("xy",)
+    with pytest.raises(ValueError, match="constant.*nothing to see"):
+        run_prediction(
+            np.ones((1, 30, 30)),
+            3,
+            (8, 8, 8),
+            ("xy",),
+            tiny,
+            device=torch.device("cpu"),
+            channels=1,
+            batch_size=1,
+            tile_size=128,
+            progress=None,
+            should_stop=None,
+            purpose="nothing to see",
+        )

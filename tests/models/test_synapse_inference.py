@@ -52,6 +52,8 @@ def test_2d_and_progress_and_cancel():
         predict_synapse_maps(
             img, (8.0, 8.0), (DarkAndBright(), CONFIG), device="cpu", should_stop=lambda: True
         )
+    with pytest.raises(ValueError, match="only the 'xy' plane"):
+        predict_synapse_maps(img, (8.0, 8.0), (DarkAndBright(), CONFIG), planes="xz")
 
 
 def test_a_one_channel_model_is_refused(tmp_path):
@@ -79,6 +81,11 @@ def test_saved_synapse_model_round_trip(tmp_path):
     torch.testing.assert_close(loaded(x), model(x))
 
 
-def test_missing_file():
+def test_missing_file(tmp_path, monkeypatch):
+    from napari_connectome.models import synapse_inference
+
     with pytest.raises(ModelFileError, match="not found"):
         load_synapse_model("/nonexistent/syn.safetensors")
+    monkeypatch.setattr(synapse_inference, "bundled_synapse_model_path", lambda: tmp_path / "no")
+    with pytest.raises(ModelFileError, match="synapse model is not installed.*--target synapses"):
+        load_synapse_model("bundled")

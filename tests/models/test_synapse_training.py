@@ -54,6 +54,16 @@ def test_training_writes_weights_and_record_reproducibly(tmp_path):
     assert again["weights_sha256"] == record["weights_sha256"]
 
 
+def test_the_time_budget_stops_training_and_is_recorded(tmp_path):
+    record = train_synapses(config(tmp_path, steps=3, max_minutes=1e-9))
+    assert record["steps"] == 0 and record["stopped_early"] is True
+    assert record["first_loss"] is None and record["loss_curve"] == []
+    saved = json.loads(record_path(tmp_path / "w.safetensors").read_text())
+    assert saved["stopped_early"] is True and saved["training_config"]["max_minutes"] == 1e-9
+    full = train_synapses(config(tmp_path, "w2.safetensors", steps=1))
+    assert full["steps"] == 1 and full["stopped_early"] is False
+
+
 def test_starts_from_the_boundary_model(tmp_path):
     from napari_connectome.models.weights import bundled_model_path, load_model
 

@@ -180,3 +180,14 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_installed_model_says_how_to_train_a_missing_one(tmp_path):
+    from napari_connectome.models.weights import WEIGHTS_DIR, installed_model
+
+    assert bundled_model_path().parent == WEIGHTS_DIR
+    present = tmp_path / "m.safetensors"
+    present.write_bytes(b"x")
+    assert installed_model(present, "boundary", "train it") == present
+    with pytest.raises(ModelFileError, match=r"bundled thing model is not installed.*'make it'"):
+        installed_model(tmp_path / "absent", "thing", "make it")

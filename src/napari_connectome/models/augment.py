@@ -39,7 +39,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["AugmentConfig", "PatchSampler", "augment_patch", "random_scale_crop"]
+__all__ = [
+    "AugmentConfig",
+    "PatchSampler",
+    "augment_patch",
+    "flip_and_deform",
+    "random_scale_crop",
+    "scale_crop",
+]
 
 
 @dataclass
@@ -95,6 +102,65 @@ def _crop_or_pad(array: np.ndarray, top: int, left: int, height: int, width: int
     return array[top : top + height, left : left + width]
 
 
+def scale_crop(
+    arrays: list[np.ndarray],
+    patch: int,
+    rng: np.random.Generator,
+    scale_range: tuple[float, float] = (0.8, 1.25),
+    centres: np.ndarray | None = None,
+    centre_fraction: float = 0.0,
+) -> list[np.ndarray]:
+    """Cut the same randomly placed, randomly zoomed patch out of aligned planes.
+
+    Parameters
+    ----------
+    arrays : list of numpy.ndarray
+        Planes of the same 2D shape (the image first, then its targets).
+    patch : int
+        Edge of the square output patch.
+    rng : numpy.random.Generator
+        Random generator.
+    scale_range : tuple of float
+        Range of the zoom factor, drawn log-uniformly; ``(1, 1)`` disables it.
+    centres : numpy.ndarray, optional
+        ``(n, 2)`` pixels ``(y, x)``: with probability ``centre_fraction`` the patch
+        is centred (with a jitter of a third of its size) on one of them.
+    centre_fraction : float
+        Share of the patches centred on ``centres``.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        The ``(patch, patch)`` crops of ``arrays`` followed by the ``float32`` mask,
+        0 where the patch reaches past the plane (filled by reflection).
+    """
+    low, high = scale_range
+    scale = float(np.exp(rng.uniform(np.log(low), np.log(high)))) if high > low else low
+    size = max(2, int(round(patch / scale)))
+    height, width = arrays[0].shape
+    if centres is not None and len(centres) and rng.random() < centre_fraction:
+        cy, cx = centres[int(rng.integers(len(centres)))]
+        jitter = rng.integers(-size // 3, size // 3 + 1, 2)
+        top = int(np.clip(cy + jitter[0] - size // 2, *sorted((0, height - size))))
+        left = int(np.clip(cx + jitter[1] - size // 2, *sorted((0, width - size))))
+    else:
+        top = int(rng.integers(0, height - size + 1)) if height > size else -((size - height) // 2)
+        left = int(rng.integers(0, width - size + 1)) if width > size else -((size - width) // 2)
+    parts = [_crop_or_pad(a, top, left, size, size) for a in arrays]
+    inside = np.zeros((size, size), np.float32)
+    y0, x0 = max(0, -top), max(0, -left)
+    inside[
+        y0 : y0 + min(height - max(0, top), size), x0 : x0 + min(width - max(0, left), size)
+    ] = 1.0
+    parts.append(inside)
+    if size != patch:
+        zoom = patch / size
+        parts = [ndimage.zoom(a, zoom, order=1, grid_mode=True, mode="nearest") for a in parts]
+        parts = [_crop_or_pad(a, 0, 0, patch, patch) for a in parts]
+        parts[-1] = (parts[-1] > 0.999).astype(np.float32)
+    return parts
+
+
 def random_scale_crop(
     image: np.ndarray,
     target: np.ndarray,
@@ -121,22 +187,7 @@ def random_scale_crop(
         ``(image, target, mask)``, each ``(patch, patch)`` ``float32``; the mask is 0
         where the patch reaches past the plane (filled by reflection).
     """
-    low, high = scale_range
-    scale = float(np.exp(rng.uniform(np.log(low), np.log(high)))) if high > low else low
-    size = max(2, int(round(patch / scale)))
-    height, width = image.shape
-    top = int(rng.integers(0, height - size + 1)) if height > size else -((size - height) // 2)
-    left = int(rng.integers(0, width - size + 1)) if width > size else -((size - width) // 2)
-    parts = [_crop_or_pad(a, top, left, size, size) for a in (image, target)]
-    inside = np.zeros((size, size), np.float32)
-    y0, x0 = max(0, -top), max(0, -left)
-    inside[y0 : y0 + min(height, size), x0 : x0 + min(width, size)] = 1.0
-    parts.append(inside)
-    if size != patch:
-        zoom = patch / size
-        parts = [ndimage.zoom(a, zoom, order=1, grid_mode=True, mode="nearest") for a in parts]
-        parts = [_crop_or_pad(a, 0, 0, patch, patch) for a in parts]
-        parts[2] = (parts[2] > 0.999).astype(np.float32)
+    parts = scale_crop([image, target], patch, rng, scale_range)
     img, tgt, msk = (np.ascontiguousarray(a, dtype=np.float32) for a in parts)
     return img, np.clip(tgt, 0.0, 1.0), msk
 
@@ -158,6 +209,37 @@ def _deform(arrays: list[np.ndarray], rng: np.random.Generator, strength: float)
         ndimage.map_coordinates(a, coords, order=1, mode="reflect").astype(np.float32)
         for a in arrays
     ]
+
+
+def flip_and_deform(
+    arrays: list[np.ndarray], rng: np.random.Generator, config: AugmentConfig
+) -> list[np.ndarray]:
+    """Apply the same random flip, rotation and deformation to aligned patches.
+
+    Parameters
+    ----------
+    arrays : list of numpy.ndarray
+        Square patches of one shape; the last one is the loss mask (kept binary).
+    rng : numpy.random.Generator
+        Random generator.
+    config : AugmentConfig
+        ``flips``, ``deform_probability`` and ``deform_strength`` are used.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        The transformed patches (views where no deformation was drawn).
+    """
+    if config.flips:
+        k = int(rng.integers(4))
+        flip = bool(rng.integers(2))
+        arrays = [np.rot90(a, k) for a in arrays]
+        if flip:
+            arrays = [a[:, ::-1] for a in arrays]
+    if rng.random() < config.deform_probability:
+        arrays = _deform([np.ascontiguousarray(a) for a in arrays], rng, config.deform_strength)
+        arrays[-1] = (arrays[-1] > 0.999).astype(np.float32)
+    return arrays
 
 
 def augment_patch(
@@ -184,16 +266,7 @@ def augment_patch(
         Augmented ``(image, target, mask)``; the image stays in ``[0, 1]``.
     """
     config = config or AugmentConfig()
-    arrays = [image, target, mask]
-    if config.flips:
-        k = int(rng.integers(4))
-        flip = bool(rng.integers(2))
-        arrays = [np.rot90(a, k) for a in arrays]
-        if flip:
-            arrays = [a[:, ::-1] for a in arrays]
-    if rng.random() < config.deform_probability:
-        arrays = _deform([np.ascontiguousarray(a) for a in arrays], rng, config.deform_strength)
-        arrays[2] = (arrays[2] > 0.999).astype(np.float32)
+    arrays = flip_and_deform([image, target, mask], rng, config)
     image, target, mask = (np.array(a, dtype=np.float32) for a in arrays)
 
     image = np.clip(image, 0.0, 1.0) ** rng.uniform(*config.gamma_range)
@@ -249,6 +322,22 @@ class PatchSampler:
             share
         )
 
+    def _draw(self, size: int) -> list[int]:
+        """Draw the indices of ``size`` planes with the group-balanced weights."""
+        return [int(i) for i in self.rng.choice(len(self.samples), size=size, p=self.weights)]
+
+    def _scale_range(self) -> tuple[float, float]:
+        return self.augment.scale_range if self.augment else (1.0, 1.0)
+
+    def _patch(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        plane = self.samples[index]
+        patch = random_scale_crop(
+            plane.image, plane.target, self.patch_size, self.rng, self._scale_range()
+        )
+        if self.augment:
+            patch = augment_patch(*patch, self.rng, self.augment)
+        return patch
+
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Draw ``size`` patches.
 
@@ -262,12 +351,5 @@ class PatchSampler:
         tuple of numpy.ndarray
             ``(images, targets, masks)``, each ``(size, 1, patch, patch)`` ``float32``.
         """
-        parts = []
-        for index in self.rng.choice(len(self.samples), size=size, p=self.weights):
-            plane = self.samples[index]
-            scale = self.augment.scale_range if self.augment else (1.0, 1.0)
-            patch = random_scale_crop(plane.image, plane.target, self.patch_size, self.rng, scale)
-            if self.augment:
-                patch = augment_patch(*patch, self.rng, self.augment)
-            parts.append(patch)
+        parts = [self._patch(index) for index in self._draw(size)]
         return tuple(np.stack([p[k] for p in parts])[:, None] for k in range(3))

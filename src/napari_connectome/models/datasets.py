@@ -23,15 +23,22 @@ from .inference import choose_planes, resample
 from .tiling import normalize_plane
 
 __all__ = [
+    "REAL_VOLUMES",
     "DataSource",
     "PatchSampler",  # re-exported from .augment
     "PlaneSample",
     "default_sources",
+    "held_out_volumes",
     "label_boundaries",
+    "load_source",
     "make_training_samples",
     "npz_shape",
+    "phantom_series",
     "phantom_volumes",
+    "real_sources",
     "source_targets",
+    "training_volumes",
+    "volume_planes",
 ]
 
 
@@ -83,6 +90,41 @@ class DataSource:
         return sorted({*last, *(z for z in self.holdout if 0 <= z < depth)})
 
 
+#: The real volumes of the shared data folder: voxel size (nm, ``z, y, x``) and the
+#: number of last z-sections held out for validation (never trained on).
+REAL_VOLUMES = {
+    "isbi2012_cardona_3d": ((50.0, 4.0, 4.0), 10),
+    "drosophila_vnc_stack1": ((50.0, 4.6, 4.6), 5),
+    "gala_fib_train": ((10.0, 10.0, 10.0), 10),
+}
+
+
+def real_sources(data_dir: str | Path, names, **fields) -> list[DataSource]:
+    """List the named real volumes found in ``data_dir``, with their hold-outs.
+
+    Parameters
+    ----------
+    data_dir : str or pathlib.Path
+        Folder of the ``<name>.npz`` files (missing files are skipped).
+    names : iterable of str
+        Keys of :data:`REAL_VOLUMES`.
+    **fields
+        Further :class:`DataSource` fields of every source (``membranes``, ``labels``...).
+
+    Returns
+    -------
+    list of DataSource
+        One source per file found, holding out the last sections of :data:`REAL_VOLUMES`.
+    """
+    out = []
+    for name in names:
+        voxel_size, last = REAL_VOLUMES[name]
+        path = Path(data_dir) / f"{name}.npz"
+        if path.is_file():
+            out.append(DataSource(str(path), voxel_size, holdout_last=last, **fields))
+    return out
+
+
 def default_sources(data_dir: str | Path) -> list[DataSource]:
     """List the real EM volumes of ``data_dir`` used for training, with their hold-outs.
 
@@ -98,19 +140,9 @@ def default_sources(data_dir: str | Path) -> list[DataSource]:
         ISBI 2012 (last 10 sections held out), VNC stack 1 (last 5) and the gala
         FIB-SEM crop (last 10 z-sections; xy, xz and yz planes).
     """
-    data_dir = Path(data_dir)
-    candidates = [
-        DataSource(str(data_dir / "isbi2012_cardona_3d.npz"), (50.0, 4.0, 4.0), holdout_last=10),
-        DataSource(str(data_dir / "drosophila_vnc_stack1.npz"), (50.0, 4.6, 4.6), holdout_last=5),
-        DataSource(
-            str(data_dir / "gala_fib_train.npz"),
-            (10.0, 10.0, 10.0),
-            membranes=None,
-            labels="labels",
-            holdout_last=10,
-        ),
-    ]
-    return [s for s in candidates if Path(s.path).is_file()]
+    membranes = real_sources(data_dir, ("isbi2012_cardona_3d", "drosophila_vnc_stack1"))
+    labels = real_sources(data_dir, ("gala_fib_train",), membranes=None, labels="labels")
+    return membranes + labels
 
 
 @dataclass
@@ -215,6 +247,78 @@ def source_targets(source: DataSource, archive) -> np.ndarray:
     return np.stack([label_boundaries(plane) for plane in labels])
 
 
+def load_source(source: DataSource, truth=source_targets) -> tuple[np.ndarray, np.ndarray]:
+    """Read a source's EM volume and its truth.
+
+    Parameters
+    ----------
+    source : DataSource
+        The source.
+    truth : callable
+        ``truth(source, archive)`` gives the truth volume (default: the boundaries
+        of :func:`source_targets`).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(raw, truth)``.
+    """
+    with np.load(source.path) as archive:
+        return np.asarray(archive[source.raw]), truth(source, archive)
+
+
+def training_volumes(sources: list[DataSource]):
+    """Read each source and list the z-sections that may be trained on.
+
+    Parameters
+    ----------
+    sources : list of DataSource
+        Real volumes.
+
+    Yields
+    ------
+    tuple
+        ``(source, raw, boundaries, sections)``: the volume, its boundary target
+        (:func:`source_targets`) and the sections not held out.
+    """
+    for source in sources:
+        raw, target = load_source(source)
+        held = set(source.held_out(raw.shape[0]))
+        yield source, raw, target, [z for z in range(raw.shape[0]) if z not in held]
+
+
+def held_out_volumes(sources: list[DataSource], truth=source_targets) -> list[dict]:
+    """Read the held-out sections of each source, for validation.
+
+    Parameters
+    ----------
+    sources : list of DataSource
+        Real volumes; those without held-out sections are skipped.
+    truth : callable
+        ``truth(source, archive)``, as in :func:`load_source`.
+
+    Returns
+    -------
+    list of dict
+        ``{"name", "raw", "truth", "voxel_size", "sections"}`` per source.
+    """
+    sets = []
+    for source in sources:
+        raw, target = load_source(source, truth)
+        held = source.held_out(raw.shape[0])
+        if held:
+            sets.append(
+                {
+                    "name": source.label,
+                    "raw": raw[held],
+                    "truth": target[held],
+                    "voxel_size": tuple(source.voxel_size),
+                    "sections": held,
+                }
+            )
+    return sets
+
+
 def _canonical(image, target, sizes, pixel, normalization) -> tuple[np.ndarray, np.ndarray]:
     shape = tuple(max(1, round(n * s / pixel)) for n, s in zip(image.shape, sizes, strict=True))
     img = torch.from_numpy(normalize_plane(image, normalization))[None, None]
@@ -307,11 +411,47 @@ def phantom_volumes(count: int, shape=(16, 384, 384), seed: int = 0) -> list[dic
     if count <= 0:
         return []
     try:
-        from ..synthetic import make_phantom
-    except ImportError:
+        return [
+            {
+                "name": name,
+                "raw": phantom.raw,
+                "target": np.asarray(phantom.membranes, bool),
+                "voxel_size": tuple(float(v) for v in phantom.voxel_size),
+            }
+            for name, phantom in phantom_series(count, shape, seed)
+        ]
+    except ImportError:  # no phantom module
         return []
+
+
+def phantom_series(count: int, shape=(16, 384, 384), seed: int = 0, **options):
+    """Make phantoms alternating serial-section-like and FIB-SEM-like voxel sizes.
+
+    Parameters
+    ----------
+    count : int
+        Number of phantoms.
+    shape : tuple of int
+        Shape of the anisotropic phantoms (even indices); the isotropic ones (odd
+        indices) are cubes of half the in-plane size, at least 32.
+    seed : int
+        Base seed (phantom ``i`` uses ``seed + i``).
+    **options
+        Further arguments of :func:`napari_connectome.synthetic.make_phantom`.
+
+    Yields
+    ------
+    tuple
+        ``(name, phantom)``, named ``"phantom<i>"``, one at a time.
+
+    Raises
+    ------
+    ImportError
+        If the phantom module is missing (on the first phantom).
+    """
+    from ..synthetic import make_phantom
+
     accepted = inspect.signature(make_phantom).parameters
-    out = []
     for i in range(count):
         if i % 2 == 0:
             pixel = (4.0, 5.0, 4.5, 6.0)[(i // 2) % 4]
@@ -321,16 +461,8 @@ def phantom_volumes(count: int, shape=(16, 384, 384), seed: int = 0) -> list[dic
             side = max(32, shape[1] // 2)
             voxel, vshape = (pixel, pixel, pixel), (side, side, side)
         kwargs = {"shape": vshape, "voxel_size": voxel, "seed": seed + i}
-        phantom = make_phantom(**{k: v for k, v in kwargs.items() if k in accepted})
-        out.append(
-            {
-                "name": f"phantom{i}",
-                "raw": phantom.raw,
-                "target": np.asarray(phantom.membranes, bool),
-                "voxel_size": tuple(float(v) for v in phantom.voxel_size),
-            }
-        )
-    return out
+        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+        yield f"phantom{i}", make_phantom(**kwargs, **options)
 
 
 def make_training_samples(
@@ -365,12 +497,7 @@ def make_training_samples(
         Every training plane.
     """
     samples: list[PlaneSample] = []
-    for source in sources:
-        with np.load(source.path) as archive:
-            raw = np.asarray(archive[source.raw])
-            target = source_targets(source, archive)
-        held = set(source.held_out(raw.shape[0]))
-        train = [z for z in range(raw.shape[0]) if z not in held]
+    for source, raw, target, train in training_volumes(sources):
         samples += volume_planes(
             source.label,
             raw,

@@ -36,10 +36,12 @@ from .weights import load_bundled_model, load_model, resolve_device
 
 __all__ = [
     "PredictionCancelled",
+    "check_inputs",
     "choose_planes",
     "is_out_of_memory",
     "predict_boundaries",
     "resample",
+    "run_prediction",
 ]
 
 _MIN_TILE = 64
@@ -159,12 +161,13 @@ class _Plan:
 
 
 class _Run:
-    """One pass over the volume with a fixed tile size."""
+    """One pass over the volume with a fixed tile size, keeping the first ``channels``."""
 
     def __init__(self, volume, ndim, voxel_size, orientations, model, config, device, opts):
         self.volume, self.ndim, self.model, self.device = volume, ndim, model, device
         self.norm = config["normalization"]
         self.opts = opts
+        self.channels = opts["channels"]
         shape = (1, *volume.shape) if ndim == 2 else tuple(volume.shape)
         halo = int(config["context_px"])
         factor = 2 ** (int(config["depth"]) - 1)
@@ -174,7 +177,7 @@ class _Run:
         ]
         self.total = sum(p.count * p.tiles_per_plane for p in self.plans)
         self.done = 0
-        self.out = np.zeros(shape, np.float32)
+        self.out = np.zeros((self.channels, *shape), np.float32)
         self.low, self.high = math.inf, -math.inf
 
     def _check_stop(self) -> None:
@@ -226,7 +229,9 @@ class _Run:
             "plan": plan,
             "index": index,
             "image": tensor[0],
-            "acc": torch.zeros(tensor.shape[-2:], dtype=torch.float32, device=self.device),
+            "acc": torch.zeros(
+                (self.channels, *tensor.shape[-2:]), dtype=torch.float32, device=self.device
+            ),
             "remaining": plan.tiles_per_plane,
         }
 
@@ -236,7 +241,7 @@ class _Run:
         batch = torch.stack([s["image"][:, y : y + th, x : x + tw] for s, y, x, _ in pending])
         probs = self._infer(batch, plan)
         for k, (state, y, x, window) in enumerate(pending):
-            state["acc"][y : y + th, x : x + tw] += probs[k, 0] * window
+            state["acc"][:, y : y + th, x : x + tw] += probs[k, : self.channels] * window
             state["remaining"] -= 1
             if state["remaining"] == 0:
                 self._finish(state)
@@ -286,9 +291,9 @@ class _Run:
         plan: _Plan = state["plan"]
         top, left = plan.rows.pad_before, plan.cols.pad_before
         height, width = plan.canon_shape
-        probs = state["acc"][top : top + height, left : left + width][None, None]
-        probs = resample(probs, plan.data_shape)[0, 0].clamp_(0.0, 1.0).cpu().numpy()
-        key = plan.key(state["index"])
+        probs = state["acc"][:, top : top + height, left : left + width][None]
+        probs = resample(probs, plan.data_shape)[0].clamp_(0.0, 1.0).cpu().numpy()
+        key = (slice(None), *plan.key(state["index"]))
         if len(self.plans) > 1:
             self.out[key] += probs
         else:
@@ -356,6 +361,51 @@ def predict_boundaries(
     PredictionCancelled
         If ``should_stop()`` returned True.
     """
+    volume, ndim, sizes, orientations = check_inputs(volume, voxel_size, planes, batch_size)
+    device = resolve_device(device)
+    model, config = _resolve_model(model, config, device)
+    out = run_prediction(
+        volume,
+        ndim,
+        sizes,
+        orientations,
+        (model, config),
+        device=device,
+        channels=1,
+        batch_size=batch_size,
+        tile_size=tile_size,
+        progress=progress,
+        should_stop=should_stop,
+        purpose="nothing to segment",
+    )
+    return out[0, 0] if ndim == 2 else out[0]
+
+
+def check_inputs(volume: Any, voxel_size: Sequence[float], planes, batch_size: int):
+    """Check the volume and options of a prediction.
+
+    Parameters
+    ----------
+    volume : array-like
+        2D or 3D EM data.
+    voxel_size : sequence of float
+        Voxel size in nm, one per axis.
+    planes : str or sequence of str
+        Orientations asked for (see :func:`choose_planes`); a 2D image has only ``"xy"``.
+    batch_size : int
+        Tiles per forward pass.
+
+    Returns
+    -------
+    tuple
+        ``(volume, ndim, voxel_size (z, y, x), orientations)``; a 2D image gets a unit z.
+
+    Raises
+    ------
+    ValueError
+        On a volume that is not 2D/3D or looks like RGB, a bad voxel size, planes or
+        batch size.
+    """
     volume = check_volume(volume)
     ndim = len(volume.shape)
     sizes = check_voxel_size(voxel_size, ndim)
@@ -367,8 +417,69 @@ def predict_boundaries(
         orientations = choose_planes(sizes, planes)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
-    device = resolve_device(device)
-    model, config = _resolve_model(model, config, device)
+    return volume, ndim, sizes, orientations
+
+
+def run_prediction(
+    volume: Any,
+    ndim: int,
+    voxel_size: Sequence[float],
+    orientations: Sequence[str],
+    model: tuple,
+    *,
+    device: torch.device,
+    channels: int,
+    batch_size: int,
+    tile_size: int,
+    progress: Callable[[int, int], Any] | None,
+    should_stop: Callable[[], bool] | None,
+    purpose: str,
+) -> np.ndarray:
+    """Predict the first ``channels`` output channels over a checked volume.
+
+    Tiles that do not fit in memory are retried with half the batch, then with half
+    the tile size; the model's training mode is restored afterwards.
+
+    Parameters
+    ----------
+    volume : array-like
+        The volume as returned by :func:`check_inputs`.
+    ndim : int
+        2 or 3.
+    voxel_size : sequence of float
+        ``(z, y, x)`` voxel size in nm.
+    orientations : sequence of str
+        Planes predicted and averaged.
+    model : tuple of (torch.nn.Module, dict)
+        The network and its resolved configuration.
+    device : torch.device
+        Where to run.
+    channels : int
+        Number of leading output channels kept.
+    batch_size, tile_size : int
+        Tiles per forward pass and tile edge (canonical pixels).
+    progress : callable or None
+        ``progress(done_tiles, total_tiles)``.
+    should_stop : callable or None
+        Returning True raises :class:`PredictionCancelled`.
+    purpose : str
+        End of the error raised on a constant volume (what cannot be done).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float32`` ``(channels, z, y, x)`` probabilities (``z = 1`` for a 2D image).
+
+    Raises
+    ------
+    ValueError
+        On a tile size too small for the model, or a constant volume.
+    RuntimeError
+        If one tile of the smallest size does not fit in memory.
+    PredictionCancelled
+        If ``should_stop()`` returned True.
+    """
+    model, config = model
     min_tile = max(_MIN_TILE, smallest_tile(config["context_px"], 2 ** (config["depth"] - 1)))
     if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < min_tile:
         raise ValueError(f"tile_size must be an integer >= {min_tile}, not {tile_size!r}")
@@ -377,12 +488,13 @@ def predict_boundaries(
     opts = {
         "tile": tile_size,
         "batch_size": batch_size,
+        "channels": channels,
         "progress": progress,
         "should_stop": should_stop,
     }
     try:
         while True:
-            run = _Run(volume, ndim, sizes, orientations, model, config, device, opts)
+            run = _Run(volume, ndim, voxel_size, orientations, model, config, device, opts)
             try:
                 out = run.run()
                 break
@@ -395,10 +507,10 @@ def predict_boundaries(
                 warnings.warn(
                     f"out of memory: starting again with tiles of {opts['tile']} px",
                     RuntimeWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
     finally:
         model.train(was_training)
     if run.low == run.high:
-        raise ValueError(f"the volume is constant (all voxels = {run.low:g}); nothing to segment")
-    return out[0] if ndim == 2 else out
+        raise ValueError(f"the volume is constant (all voxels = {run.low:g}); {purpose}")
+    return out

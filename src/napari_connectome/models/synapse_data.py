@@ -26,8 +26,14 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from .augment import AugmentConfig, _crop_or_pad, _deform, augment_patch
-from .datasets import DataSource, source_targets, volume_planes
+from .augment import PatchSampler, augment_patch, flip_and_deform, scale_crop
+from .datasets import (
+    DataSource,
+    phantom_series,
+    real_sources,
+    training_volumes,
+    volume_planes,
+)
 
 __all__ = [
     "PRE_ZONE_NM",
@@ -59,22 +65,8 @@ def default_synapse_sources(data_dir: str | Path) -> list[DataSource]:
         ``membranes="synapses"`` so that :func:`~.datasets.source_targets` reads the
         synapse mask.
     """
-    data_dir = Path(data_dir)
-    candidates = [
-        DataSource(
-            str(data_dir / "isbi2012_cardona_3d.npz"),
-            (50.0, 4.0, 4.0),
-            membranes="synapses",
-            holdout_last=10,
-        ),
-        DataSource(
-            str(data_dir / "drosophila_vnc_stack1.npz"),
-            (50.0, 4.6, 4.6),
-            membranes="synapses",
-            holdout_last=5,
-        ),
-    ]
-    return [s for s in candidates if Path(s.path).is_file()]
+    names = ("isbi2012_cardona_3d", "drosophila_vnc_stack1")
+    return real_sources(data_dir, names, membranes="synapses")
 
 
 def presynaptic_zone(
@@ -139,22 +131,12 @@ def phantom_synapse_volumes(count: int, shape=(24, 384, 384), seed: int = 0) -> 
     list of dict
         ``{"name", "raw", "synapse", "pre", "voxel_size", "phantom"}`` per phantom.
     """
-    from ..synthetic import make_phantom
-
     out = []
-    for i in range(count):
-        if i % 2 == 0:
-            pixel = (4.0, 5.0, 4.5, 6.0)[(i // 2) % 4]
-            voxel, vshape = (40.0, pixel, pixel), tuple(shape)
-        else:
-            pixel = (8.0, 10.0, 6.0)[(i // 2) % 3]
-            side = max(32, shape[1] // 2)
-            voxel, vshape = (pixel, pixel, pixel), (side, side, side)
-        ph = make_phantom(shape=vshape, voxel_size=voxel, seed=seed + i, synapse_density=10.0)
+    for name, ph in phantom_series(count, shape, seed, synapse_density=10.0):
         vs = tuple(float(v) for v in ph.voxel_size)
         out.append(
             {
-                "name": f"phantom{i}",
+                "name": name,
                 "raw": ph.raw,
                 "synapse": ph.synapses > 0,
                 "pre": presynaptic_zone(ph.synapses, ph.neurons, ph.synapse_table, vs),
@@ -236,12 +218,7 @@ def make_synapse_samples(
         Every training plane.
     """
     samples: list[SynapsePlane] = []
-    for source in sources:
-        with np.load(source.path) as archive:
-            raw = np.asarray(archive[source.raw])
-            target = source_targets(source, archive)
-        held = set(source.held_out(raw.shape[0]))
-        train = [z for z in range(raw.shape[0]) if z not in held]
+    for source, raw, target, train in training_volumes(sources):
         samples += _planes(
             source.label,
             raw,
@@ -270,7 +247,7 @@ def make_synapse_samples(
     return samples
 
 
-class SynapsePatchSampler:
+class SynapsePatchSampler(PatchSampler):
     """Draw augmented two-channel patches, each group of planes with an equal share.
 
     Parameters
@@ -290,74 +267,24 @@ class SynapsePatchSampler:
     def __init__(
         self, samples, patch_size: int, seed: int = 0, augment=True, positive_fraction: float = 0.5
     ):
-        if not samples:
-            raise ValueError("no training planes: give data sources or phantoms")
-        if augment is True:
-            augment = AugmentConfig()
-        self.samples, self.patch_size, self.augment = samples, patch_size, augment or None
+        super().__init__(samples, patch_size, seed, augment)
         self.positive_fraction = positive_fraction
-        self.rng = np.random.default_rng(seed)
-        groups = [s.group or s.source for s in samples]
-        area = np.array([s.image.size for s in samples], float)
-        share = {g: area[[h == g for h in groups]].sum() for g in set(groups)}
-        self.weights = np.array([a / share[g] for a, g in zip(area, groups, strict=True)]) / len(
-            share
-        )
         self.positives = [np.argwhere(s.target[0] > 0.5) for s in samples]
 
     def _patch(self, index: int):
         plane, rng = self.samples[index], self.rng
-        scale_range = self.augment.scale_range if self.augment else (1.0, 1.0)
-        low, high = scale_range
-        scale = float(np.exp(rng.uniform(np.log(low), np.log(high)))) if high > low else low
-        size = max(2, int(round(self.patch_size / scale)))
-        height, width = plane.image.shape
-        positives = self.positives[index]
-        if len(positives) and rng.random() < self.positive_fraction:
-            cy, cx = positives[int(rng.integers(len(positives)))]
-            jitter = rng.integers(-size // 3, size // 3 + 1, 2)
-            top = int(
-                np.clip(cy + jitter[0] - size // 2, min(0, height - size), max(0, height - size))
-            )
-            left = int(
-                np.clip(cx + jitter[1] - size // 2, min(0, width - size), max(0, width - size))
-            )
-        else:
-            top = (
-                int(rng.integers(0, height - size + 1))
-                if height > size
-                else -((size - height) // 2)
-            )
-            left = (
-                int(rng.integers(0, width - size + 1)) if width > size else -((size - width) // 2)
-            )
-        inside = np.ones((height, width), np.float32)
-        arrays = [plane.image, plane.target[0], plane.target[1], inside]
-        parts = []
-        for a in arrays[:3]:
-            parts.append(_crop_or_pad(a, top, left, size, size))
-        mask = np.zeros((size, size), np.float32)
-        y0, x0 = max(0, -top), max(0, -left)
-        mask[
-            y0 : y0 + min(height - max(0, top), size), x0 : x0 + min(width - max(0, left), size)
-        ] = 1
-        parts.append(mask)
-        if size != self.patch_size:
-            zoom = self.patch_size / size
-            parts = [ndi.zoom(a, zoom, order=1, grid_mode=True, mode="nearest") for a in parts]
-            parts = [_crop_or_pad(a, 0, 0, self.patch_size, self.patch_size) for a in parts]
-            parts[3] = (parts[3] > 0.999).astype(np.float32)
+        parts = scale_crop(
+            [plane.image, plane.target[0], plane.target[1]],
+            self.patch_size,
+            rng,
+            self._scale_range(),
+            self.positives[index],
+            self.positive_fraction,
+        )
         if self.augment:
-            if self.augment.flips:
-                k, flip = int(rng.integers(4)), bool(rng.integers(2))
-                parts = [np.rot90(a, k) for a in parts]
-                if flip:
-                    parts = [a[:, ::-1] for a in parts]
-            if rng.random() < self.augment.deform_probability:
-                parts = _deform(
-                    [np.ascontiguousarray(a) for a in parts], rng, self.augment.deform_strength
-                )
-                parts[3] = (parts[3] > 0.999).astype(np.float32)
+            parts = flip_and_deform(parts, rng, self.augment)
+            # intensity changes of the image (and artefacts in the mask) only; the
+            # geometric ones were just applied to all four
             intensity = dataclasses.replace(self.augment, flips=False, deform_probability=0.0)
             image, syn, mask = augment_patch(
                 np.array(parts[0], np.float32),
@@ -386,8 +313,8 @@ class SynapsePatchSampler:
             presynaptic channel has truth.
         """
         images, targets, masks, weights = [], [], [], []
-        for index in self.rng.choice(len(self.samples), size=size, p=self.weights):
-            image, target, mask = self._patch(int(index))
+        for index in self._draw(size):
+            image, target, mask = self._patch(index)
             images.append(image[None])
             targets.append(target)
             masks.append(mask[None])

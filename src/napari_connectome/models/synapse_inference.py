@@ -7,7 +7,6 @@ instead of the first.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .inference import _MIN_TILE, _resolve_model, _Run, _TileTooLarge, resample
-from .tiling import check_volume, check_voxel_size, choose_planes, smallest_tile
-from .weights import ModelFileError, load_model, resolve_device
+from .inference import _resolve_model, check_inputs, run_prediction
+from .weights import WEIGHTS_DIR, ModelFileError, installed_model, load_model, resolve_device
 
 __all__ = [
     "SYNAPSE_OUTPUT",
@@ -38,7 +36,7 @@ def bundled_synapse_model_path() -> Path:
     pathlib.Path
         ``napari_connectome/models/weights/synapse_unet.safetensors`` (it may not exist).
     """
-    return Path(__file__).resolve().parent / "weights" / "synapse_unet.safetensors"
+    return WEIGHTS_DIR / "synapse_unet.safetensors"
 
 
 def load_synapse_model(path: Any = None, device: str | torch.device = "cpu"):
@@ -62,12 +60,8 @@ def load_synapse_model(path: Any = None, device: str | torch.device = "cpu"):
         If the file is missing or is not a synapse network (e.g. the boundary model).
     """
     if path is None or str(path) == "bundled":
-        path = bundled_synapse_model_path()
-        if not path.is_file():
-            raise ModelFileError(
-                f"the bundled synapse model is not installed (expected {path}); train one "
-                "with 'napari-connectome train --target synapses' or pass a weights file"
-            )
+        command = "napari-connectome train --target synapses"
+        path = installed_model(bundled_synapse_model_path(), "synapse", command)
     model, config = load_model(path, device=device)
     if config.get("output") != SYNAPSE_OUTPUT or config["out_channels"] != 2:
         raise ModelFileError(
@@ -76,47 +70,6 @@ def load_synapse_model(path: Any = None, device: str | torch.device = "cpu"):
             "(synapse_unet.safetensors) instead"
         )
     return model, config
-
-
-class _MultiRun(_Run):
-    """A :class:`~.inference._Run` that keeps every output channel."""
-
-    def __init__(self, volume, ndim, voxel_size, orientations, model, config, device, opts):
-        super().__init__(volume, ndim, voxel_size, orientations, model, config, device, opts)
-        self.channels = int(config["out_channels"])
-        self.out = np.zeros((self.channels, *self.out.shape), np.float32)
-
-    def _prepare(self, plan, index):
-        state = super()._prepare(plan, index)
-        state["acc"] = torch.zeros(
-            (self.channels, *state["acc"].shape), dtype=torch.float32, device=self.device
-        )
-        return state
-
-    def _flush(self, plan, pending) -> None:
-        self._check_stop()
-        th, tw = plan.rows.size, plan.cols.size
-        batch = torch.stack([s["image"][:, y : y + th, x : x + tw] for s, y, x, _ in pending])
-        probs = self._infer(batch, plan)
-        for k, (state, y, x, window) in enumerate(pending):
-            state["acc"][:, y : y + th, x : x + tw] += probs[k] * window
-            state["remaining"] -= 1
-            if state["remaining"] == 0:
-                self._finish(state)
-        self.done += len(pending)
-        self._report()
-
-    def _finish(self, state) -> None:
-        plan = state["plan"]
-        top, left = plan.rows.pad_before, plan.cols.pad_before
-        height, width = plan.canon_shape
-        probs = state["acc"][:, top : top + height, left : left + width][None]
-        probs = resample(probs, plan.data_shape)[0].clamp_(0.0, 1.0).cpu().numpy()
-        key = (slice(None), *plan.key(state["index"]))
-        if len(self.plans) > 1:
-            self.out[key] += probs
-        else:
-            self.out[key] = probs
 
 
 def predict_synapse_maps(
@@ -165,53 +118,27 @@ def predict_synapse_maps(
     ValueError
         On a bad volume, voxel size or option, or a model with fewer than 2 channels.
     """
-    volume = check_volume(volume)
-    ndim = len(volume.shape)
-    sizes = check_voxel_size(voxel_size, ndim)
-    if ndim == 2:
-        sizes, orientations = (1.0, *sizes), ("xy",)
-    else:
-        orientations = choose_planes(sizes, planes)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+    volume, ndim, sizes, orientations = check_inputs(volume, voxel_size, planes, batch_size)
     device = resolve_device(device)
     if model is None or isinstance(model, (str, Path)):
         model = load_synapse_model(model, device)
     model, config = _resolve_model(model, None, device)
     if int(config["out_channels"]) < 2:
         raise ValueError("the synapse prediction needs a model with 2 output channels")
-    min_tile = max(_MIN_TILE, smallest_tile(config["context_px"], 2 ** (config["depth"] - 1)))
-    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < min_tile:
-        raise ValueError(f"tile_size must be an integer >= {min_tile}, not {tile_size!r}")
-    was_training = model.training
-    model.to(device=device, memory_format=torch.channels_last).eval()
-    opts = {
-        "tile": tile_size,
-        "batch_size": batch_size,
-        "progress": progress,
-        "should_stop": should_stop,
-    }
-    try:
-        while True:
-            run = _MultiRun(volume, ndim, sizes, orientations, model, config, device, opts)
-            try:
-                out = run.run()
-                break
-            except _TileTooLarge:
-                if opts["tile"] // 2 < min_tile:
-                    raise RuntimeError(
-                        f"out of memory on {device} even for one tile of {opts['tile']} px"
-                    ) from None
-                opts["tile"] //= 2
-                warnings.warn(
-                    f"out of memory: starting again with tiles of {opts['tile']} px",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-    finally:
-        model.train(was_training)
-    if run.low == run.high:
-        raise ValueError(f"the volume is constant (all voxels = {run.low:g}); no synapses")
+    out = run_prediction(
+        volume,
+        ndim,
+        sizes,
+        orientations,
+        (model, config),
+        device=device,
+        channels=2,
+        batch_size=batch_size,
+        tile_size=tile_size,
+        progress=progress,
+        should_stop=should_stop,
+        purpose="no synapses",
+    )
     if ndim == 2:
         out = out[:, 0]
     return out[0], out[1]

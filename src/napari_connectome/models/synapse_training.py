@@ -15,17 +15,16 @@ detection scores of :mod:`napari_connectome.core.synapse_metrics`.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from .datasets import DataSource, npz_shape
+from .datasets import DataSource, held_out_volumes
 from .losses import boundary_loss, boundary_scores
 from .synapse_data import (
     SynapsePatchSampler,
@@ -34,9 +33,19 @@ from .synapse_data import (
     phantom_synapse_volumes,
 )
 from .synapse_inference import SYNAPSE_OUTPUT, predict_synapse_maps
-from .training import _hardware, _lr_factor, record_path
+from .training_loop import (
+    add_training_arguments,
+    config_arguments,
+    optimise,
+    record_path,
+    run_training,
+    sample_options,
+    start_run,
+    training_record,
+    write_record,
+)
 from .unet import build_model, default_config
-from .weights import bundled_model_path, load_model, resolve_device, save_model
+from .weights import bundled_model_path, load_model, save_model
 
 __all__ = ["SynapseTrainingConfig", "main", "train_synapses", "validate_synapse_model"]
 
@@ -155,93 +164,47 @@ def train_synapses(
     dict
         The training record (also written to :func:`~.training.record_path`).
     """
-    start = time.perf_counter()
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    device = resolve_device(config.device)
-    sources = config.data_sources()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+    start, device, sources = start_run(config)
+
+    def setup():
         model, model_config = _initial_model(config)
-        samples = make_synapse_samples(
-            sources,
-            pixel_size_nm=model_config["pixel_size_nm"],
-            phantoms=config.phantoms,
-            phantom_shape=config.phantom_shape,
-            seed=config.seed,
-            normalization=model_config["normalization"],
-        )
+        samples = make_synapse_samples(sources, **sample_options(config, model_config))
         sampler = SynapsePatchSampler(
             samples,
             config.patch_size,
             seed=config.seed,
             positive_fraction=config.positive_fraction,
         )
-        model.to(device=device, memory_format=torch.channels_last).train()
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config))
-        losses: list[float] = []
-        for step in range(config.steps):
-            if config.max_minutes and time.perf_counter() - start > 60 * config.max_minutes:
-                break
-            images, targets, masks, pre_w = (
-                torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size)
-            )
-            logits = model(images.contiguous(memory_format=torch.channels_last))
-            loss = _loss(logits.float(), targets, masks, pre_w, config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-            if progress is not None:
-                progress(step + 1, config.steps, losses[-1])
-    model.eval()
+        return model, model_config, samples, sampler
+
+    def loss(logits, targets, masks, pre_weight):
+        return _loss(logits, targets, masks, pre_weight, config)
+
+    deadline = start + 60 * config.max_minutes if config.max_minutes else None
+    # no bfloat16 autocast, unlike the boundary network: it has always trained in float32
+    model, model_config, samples, losses = optimise(
+        config, device, setup, loss, progress, deadline=deadline
+    )
     seconds = time.perf_counter() - start
     output = save_model(model, model_config, config.output)
-    planes: dict[str, int] = {}
-    for s in samples:
-        planes[s.source] = planes.get(s.source, 0) + 1
-    tail = losses[-max(1, len(losses) // 10) :] if losses else []
-    record = {
-        "weights": str(output),
-        "weights_bytes": output.stat().st_size,
-        "weights_sha256": hashlib.sha256(output.read_bytes()).hexdigest(),
-        "model_config": model_config,
-        "training_config": asdict(config),
-        "data": [
-            {
-                "name": s.label,
-                "path": s.path,
-                "target": s.membranes,
-                "voxel_size": list(s.voxel_size),
-                "held_out_sections": s.held_out(npz_shape(s.path, s.raw)[0]),
-                "training_planes": planes.get(s.label, 0),
-            }
-            for s in sources
-        ],
-        "phantom_planes": {k: v for k, v in planes.items() if k.startswith("phantom")},
-        "steps": len(losses),
-        "stopped_early": len(losses) < config.steps,
-        "seconds": round(seconds, 2),
-        "hardware": _hardware(device),
-        "torch_version": torch.__version__,
-        "first_loss": losses[0] if losses else None,
-        "final_loss": float(np.mean(tail)) if tail else None,
-        "loss_curve": [
-            [i + 1, float(np.mean(losses[max(0, i - 9) : i + 1]))]
-            for i in range(0, len(losses), max(1, len(losses) // 100))
-        ],
-        "validation": {},
-    }
-    record_path(output).write_text(json.dumps(record, indent=2, default=str))
+    record = training_record(
+        output,
+        model_config,
+        config,
+        sources,
+        samples,
+        losses,
+        seconds,
+        device,
+        source_fields=lambda s: {"target": s.membranes},
+        stopped_early=len(losses) < config.steps,
+    )
+    write_record(record)  # kept should the validation fail
     if config.validate:
         record["validation"] = validate_synapse_model(
             output, config.data_dir, seed=config.seed, phantom_shape=config.phantom_shape
         )
-        record_path(output).write_text(json.dumps(record, indent=2, default=str))
+        write_record(record)
     return record
 
 
@@ -265,24 +228,11 @@ def validation_sets(data_dir, seed: int = 0, phantom_shape=(24, 384, 384)) -> li
     """
     from scipy import ndimage as ndi
 
-    sets = []
-    for source in default_synapse_sources(data_dir) if data_dir else []:
-        with np.load(source.path) as archive:
-            raw = np.asarray(archive[source.raw])
-            truth = np.asarray(archive[source.membranes])
-        held = source.held_out(raw.shape[0])
-        ids = truth[held]
-        if set(np.unique(ids)) <= {0, 1, 255}:  # a mask: its 3D components are the synapses
-            ids = ndi.label(ids > 0)[0]
-        sets.append(
-            {
-                "name": source.label,
-                "raw": raw[held],
-                "truth": ids,
-                "voxel_size": tuple(source.voxel_size),
-                "sections": held,
-            }
-        )
+    sources = default_synapse_sources(data_dir) if data_dir else []
+    sets = held_out_volumes(sources, truth=lambda s, archive: np.asarray(archive[s.membranes]))
+    for item in sets:
+        if set(np.unique(item["truth"])) <= {0, 1, 255}:  # a mask: its 3D components
+            item["truth"] = ndi.label(item["truth"] > 0)[0]  # are the synapses
     for ph in phantom_synapse_volumes(2, phantom_shape, seed + 10_000):
         p = ph["phantom"]
         sets.append(
@@ -360,28 +310,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         prog=prog or "python -m napari_connectome.models.synapse_training",
         description=__doc__.split("\n")[0],
     )
-    parser.add_argument("--output", required=True, help="weights file to write (.safetensors)")
-    parser.add_argument("--data-dir", help="folder of the real .npz volumes (../shared/data)")
-    parser.add_argument("--phantoms", type=int, default=6)
-    parser.add_argument(
-        "--phantom-shape", type=int, nargs=3, default=(24, 384, 384), metavar=("Z", "Y", "X")
-    )
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--patch-size", type=int, default=160)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
+    add_training_arguments(parser, SynapseTrainingConfig)
     parser.add_argument(
         "--init-weights",
         default="bundled",
         help="weights to start from ('bundled': the boundary model; 'none')",
     )
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument(
         "--max-minutes", type=float, help="stop training after this wall time (minutes)"
     )
-    parser.add_argument("--no-validate", action="store_true")
     parser.add_argument(
         "--validate-only",
         action="store_true",
@@ -397,35 +334,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         path = record_path(args.output)
         record = json.loads(path.read_text()) if path.is_file() else {}
         record["validation"] = scores
-        path.write_text(json.dumps(record, indent=2, default=str))
+        write_record(record, args.output)
         print(json.dumps(scores, indent=2))
         return 0
     config = SynapseTrainingConfig(
-        output=args.output,
-        data_dir=args.data_dir,
-        phantoms=args.phantoms,
-        phantom_shape=tuple(args.phantom_shape),
-        steps=args.steps,
-        batch_size=args.batch_size,
-        patch_size=args.patch_size,
-        learning_rate=args.lr,
-        seed=args.seed,
-        device=args.device,
+        **config_arguments(args),
         init_weights=None if args.init_weights == "none" else args.init_weights,
-        num_threads=args.threads,
-        validate=not args.no_validate,
         max_minutes=args.max_minutes,
     )
-    every = max(1, args.steps // 50)
-
-    def report(step: int, steps: int, loss: float) -> None:
-        if step % every == 0 or step == steps:
-            print(f"step {step}/{steps} loss {loss:.4f}", flush=True)
-
-    record = train_synapses(config, report)
-    print(json.dumps({k: record[k] for k in ("weights", "seconds", "final_loss")}))
-    print(json.dumps(record["validation"], indent=2))
-    return 0
+    return run_training(train_synapses, config)
 
 
 if __name__ == "__main__":

@@ -12,34 +12,37 @@ record) next to them. ``--help`` lists the options.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import math
-import os
-import platform
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from .datasets import (
     DataSource,
     PatchSampler,
     default_sources,
+    held_out_volumes,
     make_training_samples,
-    npz_shape,
     phantom_volumes,
-    source_targets,
 )
 from .inference import predict_boundaries
 from .losses import boundary_loss, boundary_scores
+from .training_loop import (
+    add_training_arguments,
+    config_arguments,
+    optimise,
+    record_path,
+    run_training,
+    sample_options,
+    start_run,
+    training_record,
+    write_record,
+)
 from .unet import build_model, default_config
-from .weights import load_model, resolve_device, save_model
+from .weights import load_model, save_model
 
 __all__ = ["TrainingConfig", "boundary_loss", "boundary_scores", "main", "record_path", "train"]
 
@@ -114,40 +117,8 @@ class TrainingConfig:
         return default_sources(self.data_dir) if self.data_dir else []
 
 
-def record_path(weights: str | Path) -> Path:
-    """Path of the training record written beside a weights file.
-
-    Parameters
-    ----------
-    weights : str or pathlib.Path
-        The weights file.
-
-    Returns
-    -------
-    pathlib.Path
-        ``<stem>.training.json`` in the same folder.
-    """
-    weights = Path(weights)
-    return weights.with_name(weights.stem + ".training.json")
-
-
 def _validation_sets(config: TrainingConfig, sources: list[DataSource]) -> list[dict]:
-    sets = []
-    for source in sources:
-        with np.load(source.path) as archive:
-            raw = np.asarray(archive[source.raw])
-            truth = source_targets(source, archive)
-        held = source.held_out(raw.shape[0])
-        if held:
-            sets.append(
-                {
-                    "name": source.label,
-                    "raw": raw[held],
-                    "truth": truth[held],
-                    "voxel_size": tuple(source.voxel_size),
-                    "sections": held,
-                }
-            )
+    sets = held_out_volumes(sources)
     for ph in phantom_volumes(
         1 if config.phantoms else 0, config.phantom_shape, config.seed + 10_000
     ):
@@ -172,25 +143,6 @@ def _validate(model, model_config, sets, device) -> dict[str, dict]:
     return scores
 
 
-def _hardware(device: torch.device) -> dict[str, Any]:
-    if device.type == "cuda":
-        return {"device": "cuda", "name": torch.cuda.get_device_name(device)}
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            name = next(
-                ln.split(":", 1)[1].strip() for ln in handle if ln.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
-    return {
-        "device": "cpu",
-        "name": name,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
 def _initial_model(config: TrainingConfig):
     if config.init_weights:
         model, model_config = load_model(config.init_weights)
@@ -204,18 +156,6 @@ def _initial_model(config: TrainingConfig):
         return model, model_config
     model_config = default_config(**config.model)
     return build_model(model_config), model_config
-
-
-def _lr_factor(config: TrainingConfig) -> Callable[[int], float]:
-    warm = max(1, min(config.warmup_steps, config.steps // 10))
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = (step - warm) / max(1, config.steps - warm)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
 
 
 def train(
@@ -236,88 +176,35 @@ def train(
         The training record (also written to :func:`record_path`): data,
         steps, seconds, hardware, losses and validation scores per held-out volume.
     """
-    start = time.perf_counter()
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    device = resolve_device(config.device)
-    sources = config.data_sources()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+    start, device, sources = start_run(config)
+
+    def setup():
         model, model_config = _initial_model(config)
-        samples = make_training_samples(
-            sources,
-            pixel_size_nm=model_config["pixel_size_nm"],
-            phantoms=config.phantoms,
-            phantom_shape=config.phantom_shape,
-            seed=config.seed,
-            normalization=model_config["normalization"],
-        )
+        samples = make_training_samples(sources, **sample_options(config, model_config))
         sampler = PatchSampler(
             samples, config.patch_size, seed=config.seed, augment=config.augment
         )
-        model.to(device=device, memory_format=torch.channels_last).train()
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config))
-        amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        losses: list[float] = []
-        for step in range(config.steps):
-            images, targets, masks = (
-                torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size)
-            )
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(images.contiguous(memory_format=torch.channels_last))
-            loss = boundary_loss(logits.float(), targets, masks, config.dice_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-            if progress is not None:
-                progress(step + 1, config.steps, losses[-1])
-    model.eval()
+        return model, model_config, samples, sampler
+
+    def loss(logits, targets, masks):
+        return boundary_loss(logits, targets, masks, config.dice_weight)
+
+    amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    model, model_config, samples, losses = optimise(config, device, setup, loss, progress, amp=amp)
     train_seconds = time.perf_counter() - start
     output = save_model(model, model_config, config.output)
     validation = {}
     if config.validate:
         validation = _validate(model, model_config, _validation_sets(config, sources), device)
-    tail = losses[-max(1, len(losses) // 10) :] if losses else []
-    planes: dict[str, int] = {}
-    for s in samples:
-        planes[s.source] = planes.get(s.source, 0) + 1
-    record = {
-        "weights": str(output),
-        "weights_bytes": output.stat().st_size,
-        "weights_sha256": hashlib.sha256(output.read_bytes()).hexdigest(),
-        "model_config": model_config,
-        "training_config": asdict(config),
-        "data": [
-            {
-                "name": s.label,
-                "path": s.path,
-                "voxel_size": list(s.voxel_size),
-                "held_out_sections": s.held_out(npz_shape(s.path, s.raw)[0]),
-                "training_planes": planes.get(s.label, 0),
-            }
-            for s in sources
-        ],
-        "phantom_planes": {k: v for k, v in planes.items() if k.startswith("phantom")},
-        "steps": config.steps,
-        "seconds": round(train_seconds, 2),
-        "hardware": _hardware(device),
-        "torch_version": torch.__version__,
-        "first_loss": losses[0] if losses else None,
-        "final_loss": float(np.mean(tail)) if tail else None,
-        "loss_curve": [
-            [i + 1, float(np.mean(losses[max(0, i - 9) : i + 1]))]
-            for i in range(0, len(losses), max(1, len(losses) // 100))
-        ],
-        "validation": validation,
-        "validation_note": "pixel-wise scores of held-out sections predicted at their own "
-        "voxel size (xy planes); f1 at threshold 0.5",
-    }
-    record_path(output).write_text(json.dumps(record, indent=2, default=str))
+    record = training_record(
+        output, model_config, config, sources, samples, losses, train_seconds, device
+    )
+    record["validation"] = validation
+    record["validation_note"] = (
+        "pixel-wise scores of held-out sections predicted at their own "
+        "voxel size (xy planes); f1 at threshold 0.5"
+    )
+    write_record(record)
     return record
 
 
@@ -354,50 +241,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         help="what to train: the boundary model (default) or the synapse model "
         "('--target synapses --help' lists its options)",
     )
-    parser.add_argument("--output", required=True, help="weights file to write (.safetensors)")
-    parser.add_argument("--data-dir", help="folder of the real .npz volumes (../shared/data)")
-    parser.add_argument("--phantoms", type=int, default=4, help="phantom volumes added (0: none)")
-    parser.add_argument(
-        "--phantom-shape", type=int, nargs=3, default=(16, 384, 384), metavar=("Z", "Y", "X")
-    )
-    parser.add_argument("--steps", type=int, default=4000)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--patch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
+    add_training_arguments(parser, TrainingConfig)
     parser.add_argument("--init-weights", help="weights file to fine-tune from")
     parser.add_argument("--base-channels", type=int, default=16)
     parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--no-validate", action="store_true")
     args = parser.parse_args(argv)
     config = TrainingConfig(
-        output=args.output,
-        data_dir=args.data_dir,
-        phantoms=args.phantoms,
-        phantom_shape=tuple(args.phantom_shape),
-        steps=args.steps,
-        batch_size=args.batch_size,
-        patch_size=args.patch_size,
-        learning_rate=args.lr,
-        seed=args.seed,
-        device=args.device,
+        **config_arguments(args),
         init_weights=args.init_weights,
         model={"base_channels": args.base_channels, "depth": args.depth},
-        validate=not args.no_validate,
-        num_threads=args.threads,
     )
-    every = max(1, args.steps // 50)
-
-    def report(step: int, steps: int, loss: float) -> None:
-        if step % every == 0 or step == steps:
-            print(f"step {step}/{steps} loss {loss:.4f}", flush=True)
-
-    record = train(config, report)
-    print(json.dumps({k: record[k] for k in ("weights", "seconds", "final_loss")}))
-    print(json.dumps(record["validation"], indent=2))
-    return 0
+    return run_training(train, config)
 
 
 if __name__ == "__main__":

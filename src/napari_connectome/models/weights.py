@@ -29,8 +29,10 @@ from .unet import build_model, model_context, validate_config
 
 __all__ = [
     "CONFIG_KEY",
+    "WEIGHTS_DIR",
     "ModelFileError",
     "bundled_model_path",
+    "installed_model",
     "load_bundled_model",
     "load_model",
     "resolve_device",
@@ -41,6 +43,8 @@ __all__ = [
 #: Metadata key (safetensors) and extra-file stem (TorchScript) of the configuration.
 CONFIG_KEY = "napari_connectome_config"
 _EXTRA_FILE = CONFIG_KEY + ".json"
+#: Folder of the weights shipped with the package.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 class ModelFileError(ValueError):
@@ -55,7 +59,37 @@ def bundled_model_path() -> Path:
     pathlib.Path
         ``napari_connectome/models/weights/boundary_unet.safetensors`` (it may not exist).
     """
-    return Path(__file__).resolve().parent / "weights" / "boundary_unet.safetensors"
+    return WEIGHTS_DIR / "boundary_unet.safetensors"
+
+
+def installed_model(path: Path, what: str, command: str) -> Path:
+    """Check that a model shipped with the package is installed.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        Where the bundled weights should be.
+    what : str
+        Which model (``"boundary"``, ``"synapse"``), for the error.
+    command : str
+        The command that trains it, for the error.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ModelFileError
+        If the file is not there, saying how to train one.
+    """
+    if not path.is_file():
+        raise ModelFileError(
+            f"the bundled {what} model is not installed (expected {path}); train one with "
+            f"'{command}' or pass a weights file"
+        )
+    return path
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -165,12 +199,7 @@ def load_bundled_model(device: str | torch.device = "cpu") -> tuple[nn.Module, d
     ModelFileError
         If the bundled weights are not installed.
     """
-    path = bundled_model_path()
-    if not path.is_file():
-        raise ModelFileError(
-            f"the bundled boundary model is not installed (expected {path}); train one with "
-            "'napari-connectome train' or pass a weights file"
-        )
+    path = installed_model(bundled_model_path(), "boundary", "napari-connectome train")
     return load_model(path, device=device)
 
 
