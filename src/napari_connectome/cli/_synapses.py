@@ -31,14 +31,14 @@ def add_synapse_arguments(parser) -> None:
         "--synapse-threshold",
         type=float,
         default=None,
-        help="synapse probability threshold (default 0.9, the bundled model's)",
+        help="synapse probability threshold (default 0.95, chosen for the bundled model)",
     )
     group.add_argument(
         "--synapse-min-size",
         type=float,
         default=None,
         metavar="NM3",
-        help="smallest synapse kept, in nm^3 (default 2e5)",
+        help="smallest synapse kept, in nm^3 (default 5e4)",
     )
 
 

@@ -52,7 +52,7 @@ _FACES_3D = ndi.generate_binary_structure(3, 1)
 #: Detection settings of the bundled synapse model, chosen on training sections only
 #: (ISBI z 8-17, VNC z 5-9, a training phantom); its probabilities are not calibrated
 #: (class-balanced loss), hence the high threshold.
-DETECTION_DEFAULTS = {"threshold": 0.9, "min_size_nm3": 2.0e5, "nms_distance_nm": 200.0}
+DETECTION_DEFAULTS = {"threshold": 0.95, "min_size_nm3": 5.0e4, "nms_distance_nm": 200.0}
 
 
 def _voxel_size(voxel_size, ndim: int) -> np.ndarray:
