@@ -9,13 +9,12 @@ re-segments with a table lookup (:meth:`SegmentationResult.segmentation_at`).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, Label, LineEdit
 
 from ..segmentation import DEFAULT_THRESHOLD
 from ._layer_output import LayerOutput
+from ._model_choice import ModelChoice
 from ._run_controls import RunControls
 from ._scope import (
     CURRENT_SLICE,
@@ -31,16 +30,6 @@ from ._scope import (
 )
 
 __all__ = ["CURRENT_SLICE", "REGION_IN_VIEW", "SCOPES", "WHOLE_VOLUME", "SegmentDock"]
-
-BUNDLED, MODEL_FILE = "bundled", "file"
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return bool(torch.cuda.is_available())
 
 
 def _unwrap(obj):
@@ -69,21 +58,10 @@ class SegmentDock(Container):
         self._viewer = viewer
         self._made: list = []  # layers this dock made (never offered as input)
         self.image = ComboBox(label="image", choices=self._image_choices, nullable=True)
-        self.model = ComboBox(label="model", choices=[BUNDLED, MODEL_FILE], value=BUNDLED)
-        self.model_file = FileEdit(
-            label="model file", filter="*.safetensors *.pt *.pth", nullable=True, visible=False
-        )
-        cuda = _cuda_available()
-        self.device = ComboBox(
-            label="device",
-            choices=[
-                ("auto", "auto"),
-                ("cpu", "cpu"),
-                ("cuda" if cuda else "cuda (not available)", "cuda"),
-            ],
-            value="auto",
-            tooltip="auto uses CUDA when present" + ("" if cuda else "; no CUDA GPU found here"),
-        )
+        self._model_choice = ModelChoice()
+        self.model = self._model_choice.model
+        self.model_file = self._model_choice.model_file
+        self.device = self._model_choice.device
         self.scope = ComboBox(label="scope", choices=list(SCOPES), value=REGION_IN_VIEW)
         self.voxel_size = LineEdit(
             label="voxel size (nm)", tooltip="z, y, x (3D) or y, x (2D), in nm", value=""
@@ -125,7 +103,6 @@ class SegmentDock(Container):
         self._placement: dict = {}
         self._output = LayerOutput(viewer)
         self.controls.run_button.changed.connect(self.run)
-        self.model.changed.connect(self._on_model_choice)
         self.image.changed.connect(self._on_image)
         self.threshold.changed.connect(self._on_threshold)
         viewer.layers.events.inserted.connect(self._on_layers_changed)
@@ -179,9 +156,6 @@ class SegmentDock(Container):
             return
         size = layer_voxel_size(layer.scale, layer.metadata)
         self.voxel_size.value = ", ".join(f"{v:g}" for v in size) if size else ""
-
-    def _on_model_choice(self, value=None) -> None:
-        self.model_file.visible = self.model.value == MODEL_FILE
 
     # --- running ---------------------------------------------------------------------
 
@@ -241,10 +215,8 @@ class SegmentDock(Container):
             )
         data = level0(layer)
         voxel_size = parse_voxel_size(self.voxel_size.value, layer.ndim)
-        model = self._model_choice()
-        device = self.device.value
-        if device == "cuda" and not _cuda_available():
-            raise ValueError("CUDA was asked for but is not available here; pick auto or cpu")
+        model = self._chosen_model()
+        device = self._model_choice.chosen_device()
         region = scope_region(self._viewer, layer, self.scope.value)
         problem = region_problem(region)
         if problem:
@@ -253,19 +225,14 @@ class SegmentDock(Container):
             voxel_size = voxel_size[-2:]
         return layer, data, region, voxel_size, model, device
 
-    def _model_choice(self):
-        if self.model.value == BUNDLED:
-            from ..models import bundled_model_path
+    def _chosen_model(self) -> str:
+        from ..models import bundled_model_path
 
-            if not bundled_model_path().is_file():
-                raise ValueError(
-                    "the bundled model weights are not installed; pick a model file instead"
-                )
-            return "bundled"
-        path = self.model_file.value
-        if path is None or not Path(path).is_file():
-            raise ValueError("pick a model file (.safetensors, .pt or .pth)")
-        return str(path)
+        return self._model_choice.chosen_model(
+            bundled_model_path,
+            "the bundled model weights are not installed; pick a model file instead",
+            "model",
+        )
 
     # --- results on layers (GUI thread) ---------------------------------------------
 

@@ -37,6 +37,7 @@ from magicgui.widgets import (
 
 from ..core.connectome import connectome_matrix
 from ..synapse_detection import DETECTION_DEFAULTS
+from ._model_choice import ModelChoice
 from ._run_controls import RunControls
 from ._scope import (
     REGION_IN_VIEW,
@@ -64,16 +65,6 @@ from ._synapse_view import (
 )
 
 __all__ = ["SynapseDock"]
-
-BUNDLED, MODEL_FILE = "bundled", "file"
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return bool(torch.cuda.is_available())
 
 
 def _unwrap(obj):
@@ -114,20 +105,10 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
             nullable=True,
             tooltip="segment ids of this image; pick a '... proofread' layer to follow edits",
         )
-        self.model = ComboBox(label="model", choices=[BUNDLED, MODEL_FILE], value=BUNDLED)
-        self.model_file = FileEdit(
-            label="model file", filter="*.safetensors *.pt *.pth", nullable=True, visible=False
-        )
-        cuda = _cuda_available()
-        self.device = ComboBox(
-            label="device",
-            choices=[
-                ("auto", "auto"),
-                ("cpu", "cpu"),
-                ("cuda" if cuda else "cuda (not available)", "cuda"),
-            ],
-            value="auto",
-        )
+        self._model_choice = ModelChoice()
+        self.model = self._model_choice.model
+        self.model_file = self._model_choice.model_file
+        self.device = self._model_choice.device
         self.scope = ComboBox(label="scope", choices=list(SCOPES), value=REGION_IN_VIEW)
         self.voxel_size = LineEdit(label="voxel size (nm)", tooltip="z, y, x or y, x in nm")
         self.probability = FloatSpinBox(
@@ -213,9 +194,6 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
         self._arrows_due = False
         self._made: dict = {}  # name -> layer this dock made (replaced on re-run)
         self.controls.run_button.changed.connect(self.run)
-        self.model.changed.connect(
-            lambda _=None: setattr(self.model_file, "visible", self.model.value == MODEL_FILE)
-        )
         self.image.changed.connect(self._on_image)
         self.threshold.changed.connect(lambda _=None: self.refresh())
         self.neurons.changed.connect(lambda _=None: self._show_matrix())
@@ -310,10 +288,8 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
             )
         offset = grid_offset(image, labels)
         voxel_size = parse_voxel_size(self.voxel_size.value, image.ndim)
-        device = self.device.value
-        if device == "cuda" and not _cuda_available():
-            raise ValueError("CUDA was asked for but is not available here; pick auto or cpu")
-        model = self._model_choice()
+        device = self._model_choice.chosen_device()
+        model = self._chosen_model()
         shape = tuple(int(n) for n in level0(image).shape)
         region = scope_region(self._viewer, image, self.scope.value)
         problem = region_problem(region)
@@ -341,22 +317,17 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
             "where": describe_region(region, shape),
         }
 
-    def _model_choice(self):
+    def _chosen_model(self):
         if self.custom_model is not None:
             return self.custom_model
-        if self.model.value == BUNDLED:
-            from ..models.synapse_inference import bundled_synapse_model_path
+        from ..models.synapse_inference import bundled_synapse_model_path
 
-            if not bundled_synapse_model_path().is_file():
-                raise ValueError(
-                    "the bundled synapse model is not installed; pick a model file "
-                    "(synapse_unet.safetensors from 'napari-connectome train')"
-                )
-            return "bundled"
-        path = self.model_file.value
-        if path is None or not Path(path).is_file():
-            raise ValueError("pick a synapse model file (.safetensors, .pt or .pth)")
-        return str(path)
+        return self._model_choice.chosen_model(
+            bundled_synapse_model_path,
+            "the bundled synapse model is not installed; pick a model file "
+            "(synapse_unet.safetensors from 'napari-connectome train')",
+            "synapse model",
+        )
 
     # --- results (GUI thread) -------------------------------------------------------------
 
