@@ -400,3 +400,16 @@ def parse_voxel_size(text: str, ndim: int) -> tuple[float, ...]:
     if not all(math.isfinite(v) and v > 0 for v in values):
         raise ValueError(f"voxel sizes must be positive numbers (nm); got '{text}'")
     return values
+
+
+def unwrap_proxy(obj):
+    """Return the object behind napari's ``PublicOnlyProxy`` (identity checks need it)."""
+    while hasattr(obj, "__wrapped__"):
+        obj = obj.__wrapped__
+    return obj
+
+
+def voxel_size_text(layer) -> str:
+    """Return the layer's voxel size (scale or metadata) as ``"z, y, x"``, or ``""``."""
+    size = layer_voxel_size(layer.scale, layer.metadata)
+    return ", ".join(f"{v:g}" for v in size) if size else ""

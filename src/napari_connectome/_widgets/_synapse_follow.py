@@ -14,14 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._scope import level0
+from ._scope import level0, unwrap_proxy
 from ._synapse_view import ProofreadLink, to_image
-
-
-def _unwrap(obj):
-    while hasattr(obj, "__wrapped__"):  # napari's PublicOnlyProxy
-        obj = obj.__wrapped__
-    return obj
 
 
 def _values_at(data, coords: np.ndarray) -> np.ndarray:
@@ -47,7 +41,7 @@ class FollowSegmentation:
 
         window = getattr(self._viewer, "window", None)
         docks = getattr(window, "dock_widgets", {}) if window is not None else {}
-        for dock in map(_unwrap, docks.values()):
+        for dock in map(unwrap_proxy, docks.values()):
             if isinstance(dock, ProofreadDock) and dock.layer is layer:
                 return dock
         return None

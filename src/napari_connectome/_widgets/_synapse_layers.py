@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._scope import unwrap_proxy
 from ._synapse_view import pair_arrows, synapse_pixels
 
 SOURCE = "napari-connectome Synapses dock"
-
-
-def _unwrap(obj):
-    while hasattr(obj, "__wrapped__"):  # napari's PublicOnlyProxy
-        obj = obj.__wrapped__
-    return obj
 
 
 class SynapseLayers:
@@ -32,7 +27,7 @@ class SynapseLayers:
                 if not np.allclose(getattr(layer, key), kwargs[key]):
                     setattr(layer, key, kwargs[key])
             return layer
-        layer = _unwrap(getattr(self._viewer, f"add_{layer_type}")(data, name=name, **kwargs))
+        layer = unwrap_proxy(getattr(self._viewer, f"add_{layer_type}")(data, name=name, **kwargs))
         self._made[name] = layer
         return layer
 

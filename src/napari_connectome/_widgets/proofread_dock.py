@@ -42,16 +42,11 @@ from ._proofread_store import (
     write_session_store,
 )
 from ._run_controls import RunControls
+from ._scope import unwrap_proxy
 
 #: Colours of split parts 1, 2, ... (seeds and preview).
 PART_COLORS = ("#ff3b30", "#34c759", "#0a84ff", "#ffcc00", "#bf5af2", "#ff9f0a", "#64d2ff")
 SEGMENT_SOURCE = "napari-connectome Segment dock"
-
-
-def _unwrap(obj):
-    while hasattr(obj, "__wrapped__"):  # napari's PublicOnlyProxy
-        obj = obj.__wrapped__
-    return obj
 
 
 class ProofreadDock(Container):
@@ -242,13 +237,13 @@ class ProofreadDock(Container):
 
         from .segment_dock import SegmentDock
 
-        docks = [_unwrap(w) for w in self._viewer.window.dock_widgets.values()]
+        docks = [unwrap_proxy(w) for w in self._viewer.window.dock_widgets.values()]
         segment = next((d for d in docks if isinstance(d, SegmentDock)), None)
         if segment is None or segment.result is None:
             raise ValueError("the Segment dock has no result yet: segment an image first")
         result, threshold = segment.result, float(segment.threshold.value)
         shape = result.fragments.shape
-        for layer in map(_unwrap, reversed(list(self._viewer.layers))):
+        for layer in map(unwrap_proxy, reversed(list(self._viewer.layers))):
             if (
                 isinstance(layer, Labels)
                 and layer.metadata.get("source") == SEGMENT_SOURCE
@@ -273,7 +268,7 @@ class ProofreadDock(Container):
             "store": str(session.store),
         }
         labels = session.state.labels_in(None)  # the whole volume once, at opening
-        self.layer = _unwrap(
+        self.layer = unwrap_proxy(
             self._output.put(labels[None] if self._lift else labels, place, "labels")
         )
         self._bind(self.layer)
@@ -433,7 +428,7 @@ class ProofreadDock(Container):
             for key, value in kwargs.items():
                 setattr(layer, key, value)
             return layer
-        layer = _unwrap(getattr(self._viewer, f"add_{layer_type}")(data, name=name, **kwargs))
+        layer = unwrap_proxy(getattr(self._viewer, f"add_{layer_type}")(data, name=name, **kwargs))
         self._helpers[name] = layer
         self._viewer.layers.selection.active = self.layer  # clicks go to the proofread layer
         return layer

@@ -26,6 +26,7 @@ from ._review_layers import BoxVolume, in_plane_outline
 from ._review_session import KIND_NAMES, ReviewSession, view_box
 from ._review_table import ReviewTableModel, make_table
 from ._run_controls import RunControls
+from ._scope import unwrap_proxy
 
 #: Keys bound on the viewer while the dock is open, and what they do.
 KEYS = (("N", "next item"), ("G", "accept the fix"), ("W", "reject (correct)"), ("K", "skip"))
@@ -44,12 +45,6 @@ _ITEM_COLORS = {
 }
 _ALL = "all kinds"
 _POLL_MS = 50
-
-
-def _unwrap(obj):
-    while hasattr(obj, "__wrapped__"):  # napari's PublicOnlyProxy
-        obj = obj.__wrapped__
-    return obj
 
 
 def _store_threshold(store) -> float:
@@ -77,7 +72,7 @@ class ReviewDock(Container):
     """
 
     def __init__(self, napari_viewer) -> None:
-        self._viewer = _unwrap(napari_viewer)
+        self._viewer = unwrap_proxy(napari_viewer)
         self.store = FileEdit(
             label="session",
             mode="d",
@@ -171,7 +166,7 @@ class ReviewDock(Container):
     def _proofread_dock(self):
         from .proofread_dock import ProofreadDock
 
-        docks = [_unwrap(w) for w in self._viewer.window.dock_widgets.values()]
+        docks = [unwrap_proxy(w) for w in self._viewer.window.dock_widgets.values()]
         return next((d for d in docks if isinstance(d, ProofreadDock)), None)
 
     def start(self, _=None) -> None:
@@ -194,7 +189,7 @@ class ReviewDock(Container):
             return None
         if proof is None:
             _, proof = self._viewer.window.add_plugin_dock_widget("napari-connectome", "Proofread")
-            proof = _unwrap(proof)
+            proof = unwrap_proxy(proof)
         proof.open_store(path)
         self._say(f"Opening {path.name} in the Proofread dock...")
         self._wait_for(proof, path)
@@ -513,7 +508,7 @@ class ReviewDock(Container):
         volume = BoxVolume(base.data.shape, values.dtype)
         volume.set(box, values)
         place = {"scale": base.scale, "translate": base.translate}
-        layer = _unwrap(self._viewer.add_labels(volume, name=name, **place, **style))
+        layer = unwrap_proxy(self._viewer.add_labels(volume, name=name, **place, **style))
         self._layers[name] = layer
         return layer, True
 

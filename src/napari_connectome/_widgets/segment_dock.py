@@ -21,20 +21,16 @@ from ._scope import (
     REGION_IN_VIEW,
     SCOPES,
     WHOLE_VOLUME,
-    layer_voxel_size,
     level0,
     parse_voxel_size,
     read_region,
     region_problem,
     scope_region,
+    unwrap_proxy,
+    voxel_size_text,
 )
 
 __all__ = ["CURRENT_SLICE", "REGION_IN_VIEW", "SCOPES", "WHOLE_VOLUME", "SegmentDock"]
-
-
-def _unwrap(obj):
-    """Return the object behind napari's ``PublicOnlyProxy`` (identity checks need it)."""
-    return getattr(obj, "__wrapped__", obj)
 
 
 class SegmentDock(Container):
@@ -122,7 +118,7 @@ class SegmentDock(Container):
             return []
         made = getattr(self, "_made", [])
         return [
-            _unwrap(layer)
+            unwrap_proxy(layer)
             for layer in viewer.layers
             if isinstance(layer, Image) and not any(layer is m for m in made)
         ]
@@ -133,7 +129,7 @@ class SegmentDock(Container):
     def _pick_default(self) -> None:
         """Pick the active layer when it is an image, else the top image layer."""
         images = self._images()
-        active = _unwrap(self._viewer.layers.selection.active)
+        active = unwrap_proxy(self._viewer.layers.selection.active)
         if any(active is layer for layer in images):
             self.image.value = active
         elif images:
@@ -146,7 +142,7 @@ class SegmentDock(Container):
             self._pick_default()
 
     def _on_active(self, _event=None) -> None:
-        active = _unwrap(self._viewer.layers.selection.active)
+        active = unwrap_proxy(self._viewer.layers.selection.active)
         if any(active is layer for layer in self._images()) and active is not self.image.value:
             self.image.value = active
 
@@ -154,8 +150,7 @@ class SegmentDock(Container):
         layer = self.image.value
         if layer is None:
             return
-        size = layer_voxel_size(layer.scale, layer.metadata)
-        self.voxel_size.value = ", ".join(f"{v:g}" for v in size) if size else ""
+        self.voxel_size.value = voxel_size_text(layer)
 
     # --- running ---------------------------------------------------------------------
 
@@ -271,7 +266,7 @@ class SegmentDock(Container):
         return array[None] if self._placement.get("plane") else array
 
     def _remember(self, layer) -> None:
-        layer = _unwrap(layer)
+        layer = unwrap_proxy(layer)
         if not any(layer is m for m in self._made):
             self._made.append(layer)
             self.reset_choices()

@@ -43,12 +43,13 @@ from ._scope import (
     REGION_IN_VIEW,
     SCOPES,
     describe_region,
-    layer_voxel_size,
     level0,
     parse_voxel_size,
     read_region,
     region_problem,
     scope_region,
+    unwrap_proxy,
+    voxel_size_text,
 )
 from ._synapse_follow import FollowSegmentation
 from ._synapse_layers import SynapseLayers
@@ -65,12 +66,6 @@ from ._synapse_view import (
 )
 
 __all__ = ["SynapseDock"]
-
-
-def _unwrap(obj):
-    while hasattr(obj, "__wrapped__"):  # napari's PublicOnlyProxy
-        obj = obj.__wrapped__
-    return obj
 
 
 class SynapseDock(FollowSegmentation, SynapseLayers, Container):
@@ -210,7 +205,7 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
         viewer = getattr(self, "_viewer", None)
         if viewer is None:
             return []
-        return [_unwrap(layer) for layer in viewer.layers if isinstance(layer, cls)]
+        return [unwrap_proxy(layer) for layer in viewer.layers if isinstance(layer, cls)]
 
     def _image_choices(self, _widget=None) -> list:
         return [(layer.name, layer) for layer in self._layers("image")]
@@ -233,8 +228,7 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
         layer = self.image.value
         if layer is None:
             return
-        size = layer_voxel_size(layer.scale, layer.metadata)
-        self.voxel_size.value = ", ".join(f"{v:g}" for v in size) if size else ""
+        self.voxel_size.value = voxel_size_text(layer)
 
     # --- running ------------------------------------------------------------------------
 

@@ -85,6 +85,18 @@ def _segment_model(name: str, device: str):
     return (module, config), info, str(resolved)
 
 
+def _store_attrs(volume, size_from: str, model_info: dict, device: str) -> dict:
+    """Return the store attributes saying what was segmented, how and with which model."""
+    return {
+        "voxel_size_from": size_from,
+        "model": model_info,
+        "device": device,
+        "input": volume.source,
+        "input_shape": list(volume.shape),
+        "input_dtype": str(volume.dtype),
+    }
+
+
 def _describe_sections(sections: dict) -> str:
     """One line on what the section correction found."""
     if not sections.get("corrected"):
@@ -155,14 +167,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         save_result(
             result,
             output,
-            attrs={
-                "voxel_size_from": size_from,
-                "model": model_info,
-                "device": device,
-                "input": volume.source,
-                "input_shape": list(volume.shape),
-                "input_dtype": str(volume.dtype),
-            },
+            attrs=_store_attrs(volume, size_from, model_info, device),
             overwrite=args.overwrite,
             progress=lambda f, m: progress(0.9 + 0.1 * f, m),
         )
@@ -241,14 +246,7 @@ def _cmd_blockwise(args: argparse.Namespace, output: Path, start: float) -> int:
             scheduler=scheduler,
             workers=workers,
             overwrite=args.overwrite,
-            attrs={
-                "voxel_size_from": size_from,
-                "model": model_info,
-                "device": device,
-                "input": volume.source,
-                "input_shape": list(volume.shape),
-                "input_dtype": str(volume.dtype),
-            },
+            attrs=_store_attrs(volume, size_from, model_info, device),
             progress=progress,
         )
     except KeyboardInterrupt:
