@@ -277,10 +277,14 @@ def test_from_segment_dock_writes_a_session_store(make_napari_viewer, qtbot, tmp
     assert dock.status.startswith("Error") and "exists" in dock.status
 
 
-def test_plane_result_is_lifted_into_its_section(make_napari_viewer, qtbot, tmp_path, result):
+@pytest.mark.parametrize("lazy", [False, True], ids=["in_memory", "lazy"])
+def test_plane_result_is_lifted_into_its_section(
+    make_napari_viewer, qtbot, tmp_path, result, lazy
+):
     plane = segment_boundaries_state(result.boundaries[2], VOXEL[1:])
     viewer = make_napari_viewer()
     dock = open_dock(viewer, qtbot)
+    dock.lazy = lazy
     dock.start_from_result(
         plane, 0.5, name="EM", translate=(80, 0, 0), lift=True, path=tmp_path / "p.zarr"
     )
@@ -292,7 +296,8 @@ def test_plane_result_is_lifted_into_its_section(make_napari_viewer, qtbot, tmp_
     dock.mode.value = "merge"
     dock.click((0, *voxel_of(state, a)), shift=True)
     assert not dock.click((0, *voxel_of(state, b))).error
-    np.testing.assert_array_equal(layer.data[0], state.segmentation())
+    assert isinstance(layer.data, np.ndarray) != lazy
+    np.testing.assert_array_equal(layer.data[0], state.labels_in((slice(0, 96), slice(0, 96))))
     assert dock.click((1, 0, 0)).error
 
 
@@ -366,3 +371,120 @@ def test_seed_points_and_store_display(tmp_path):
         "translate": [0.0, 0.0, 0.0],
         "lift": False,
     }
+
+
+# --- stores bigger than memory: the lazy path ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_result(phantom_segmentation):
+    return phantom_segmentation((8, 256, 256), seed=2)
+
+
+def shown(layer):
+    """The labels napari sliced for the canvas (what the user sees)."""
+    return np.asarray(layer._slice.image.raw)  # noqa: SLF001 - napari's current slice
+
+
+def test_big_store_opens_lazily_by_size(tmp_path, big_result, monkeypatch):
+    from napari_connectome._widgets import _proofread_store as stores
+    from napari_connectome.io.lazy_state import PatchedVolume
+
+    path = write_session_store(big_result, tmp_path / "big.zarr", 0.5, DISPLAY)
+    assert stores.fragments_bytes(path) == 8 * 256 * 256 * 8
+    assert 0 < stores.lazy_budget() <= 512 * 2**20
+    monkeypatch.setattr(stores, "LAZY_BYTES", 8 * 256 * 256 * 8 - 1)
+    session, _ = stores.open_session(path)
+    assert isinstance(session.state.fragments, PatchedVolume)
+    session.close()
+    monkeypatch.setattr(stores, "LAZY_BYTES", 8 * 256 * 256 * 8)
+    session, _ = stores.open_session(path)
+    assert isinstance(session.state.fragments, np.ndarray)
+    session.close()
+
+
+def test_lazy_dock_reads_the_shown_plane_only_and_edits_as_in_memory(
+    make_napari_viewer, qtbot, tmp_path, big_result
+):
+    from napari_connectome.io.lazy_labels import LazyLabels
+
+    paths = [write_session_store(big_result, tmp_path / f"{k}.zarr", 0.5, DISPLAY) for k in "ab"]
+    viewer = make_napari_viewer()
+    _, dock = viewer.window.add_plugin_dock_widget("napari-connectome", "Proofread")
+    dock.lazy = True
+    dock.open_store(paths[0])
+    wait(dock, qtbot)
+    assert "read from disk" in dock.status
+    state, layer = dock.controller.state, dock.layer
+    labels, frags = layer.data, state.fragments
+    assert isinstance(labels, LazyLabels) and labels.shape == (8, 256, 256)
+    plane = 256 * 256
+    assert labels.reads and all(r[0].stop - r[0].start == 1 for r in labels.reads)
+    assert sum(frags.reads) <= 3 * plane  # a plane or two, never the volume
+    z = int(round(viewer.dims.point[0] / DISPLAY["scale"][0]))
+    box = (slice(z, z + 1), slice(0, 256), slice(0, 256))
+    np.testing.assert_array_equal(shown(layer), state.labels_in(box)[0])
+
+    # the same merge, split and undo on a lazy and an in-memory dock
+    viewer2 = make_napari_viewer()
+    _, memory = viewer2.window.add_plugin_dock_widget("napari-connectome", "Proofread")
+    memory.lazy = False
+    memory.open_store(paths[1])
+    wait(memory, qtbot)
+    assert isinstance(memory.layer.data, np.ndarray)
+    ref = memory.controller.state
+    in_plane = [int(s) for s in np.unique(labels[z]) if s]
+    a, b = sorted(in_plane, key=state.segment_size)[-2:]
+    split = next(
+        s for s in ref.segments.tolist() if s not in (a, b) and len(ref.segment_fragments(s)) > 1
+    )
+    va, vb = voxel_of(ref, a), voxel_of(ref, b)
+    seeds = voxel_of(ref, split, 0), voxel_of(ref, split, -1)
+    for d in (dock, memory):
+        d.mode.value = "merge"
+        d.click(va, shift=True)
+        assert not d.click(vb).error, d.status
+        d.mode.value = "split"
+        d.click(seeds[0])
+        d.click(seeds[1], shift=True)
+        d.preview_button.clicked.emit()
+        assert d.status.startswith("preview"), d.status
+        d.commit_button.clicked.emit()
+        assert d.status.startswith(f"split {split} into"), d.status
+        d.undo_button.clicked.emit()
+        assert d.status.startswith("undid"), d.status
+    assert journal_kinds(paths[0]) == journal_kinds(paths[1]) == ["merge", "split", "undo"]
+    np.testing.assert_array_equal(state.table, ref.table)
+    merged = state.segment_at(va)
+    assert merged == state.segment_at(vb)
+    np.testing.assert_array_equal(shown(layer), memory.layer.data[z])  # napari re-read it
+    assert merged in shown(layer)
+    # no read of the whole volume: planes shown and the edited segments' boxes only
+    assert max(frags.reads) < frags.size
+    ray = (0.0, 37.0, 201.0), (7.0, 90.0, 20.0)  # a 3D click reads points along the ray
+    assert first_labelled_voxel(labels, *ray) == first_labelled_voxel(memory.layer.data, *ray)
+    for zz in range(8):  # every plane as the in-memory dock has it
+        np.testing.assert_array_equal(labels[zz], memory.layer.data[zz])
+
+
+def test_review_dock_works_on_a_lazy_session(make_napari_viewer, qtbot, tmp_path, big_result):
+    path = write_session_store(big_result, tmp_path / "big.zarr", 0.5, DISPLAY)
+    viewer = make_napari_viewer()
+    _, proof = viewer.window.add_plugin_dock_widget("napari-connectome", "Proofread")
+    proof.lazy = True
+    proof.open_store(path)
+    wait(proof, qtbot)
+    frags = proof.controller.state.fragments
+    _, review = viewer.window.add_plugin_dock_widget("napari-connectome", "Review")
+    review.controls.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: review.review is not None, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: review.controls.worker is None, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not review.panel_pending, timeout=TIMEOUT)
+    c = review.review.current
+    assert c is not None, review.status
+    outcome = review.accept()
+    assert review.status.startswith("accepted"), review.status
+    assert journal_kinds(path) == [c.kind]
+    assert not outcome.error and max(frags.reads) < frags.size  # item boxes, never the volume
+    proof.undo_button.clicked.emit()
+    assert journal_kinds(path) == [c.kind, "undo"]

@@ -7,6 +7,7 @@ import pytest
 
 from napari_connectome._widgets._scope import Region
 from napari_connectome._widgets._synapse_view import (
+    ProofreadLink,
     covered_region,
     grid_offset,
     pair_arrows,
@@ -102,3 +103,54 @@ def test_parse_neurons():
         parse_neurons("12, a")
     with pytest.raises(ValueError, match="positive"):
         parse_neurons("0")
+
+
+def test_proofread_link_reads_only_the_probes_of_a_lazy_session(
+    tmp_path, phantom_segmentation, write_store
+):
+    from napari_connectome.io.journal import open_proofreading
+
+    result = phantom_segmentation((6, 128, 128), seed=6)
+    rng = np.random.default_rng(1)
+    coords = np.stack([rng.integers(0, n, 40) for n in (6, 128, 128)], axis=1).astype(float)
+    coords[:, 0] = np.where(coords[:, 0] < 3, 1, 4)  # synapses in sections 1 and 4 only
+    coords[0] = (-3, 0, 0)  # outside the volume: no fragment
+    region = Region((0, 0, 0), (6, 128, 128))
+    sessions, links = [], []
+    for lazy in (False, True):
+        session = open_proofreading(write_store(result, tmp_path / f"{lazy}.zarr"), lazy=lazy)
+        derived = []
+        table = SimpleNamespace(
+            probes=SimpleNamespace(coords=coords), derive=lambda d=derived: d.append(1)
+        )
+        sessions.append(session)
+        links.append(ProofreadLink(table, session.history, region, (0, 0, 0), False, lambda: 0))
+    memory, lazy = sessions
+    frags = lazy.state.fragments
+    # the probes' points are read chunk by chunk (a chunk is a section here): sections
+    # 1 and 4, never the volume
+    assert frags.chunks[0] == 1 and len(frags.reads) <= 2 and sum(frags.reads) <= 2 * 128 * 128
+    state = memory.state
+    in_volume = links[0].table.probe_fragments[1:]
+    assert in_volume.all() and links[0].table.probe_fragments[0] == 0
+    a, b = (int(state.table[f]) for f in in_volume[:2])
+    split = next(s for s in state.segments.tolist() if len(state.segment_fragments(s)) > 2)
+    fragment = int(state.segment_fragments(split)[0])
+    box = state.fragment_bbox(fragment)
+    where = np.argwhere(state.fragments[box] == fragment)
+    seeds = [
+        [tuple(int(c + s.start) for c, s in zip(where[i], box, strict=True))] for i in (0, -1)
+    ]
+    for session in sessions:
+        if a != b:
+            session.history.merge(a, b)
+        session.history.split(split, seeds)  # one fragment cut: voxels rewritten
+        session.history.undo()
+        session.history.redo()
+    first, second = (link.table for link in links)
+    np.testing.assert_array_equal(second.probe_fragments, first.probe_fragments)
+    np.testing.assert_array_equal(second.segment_table, first.segment_table)
+    assert links[1].error is None and frags.n_written
+    assert max(frags.reads) < frags.size
+    for session in sessions:
+        session.close()

@@ -276,3 +276,31 @@ def test_replay_uses_the_callers_history_even_when_empty(store):
     assert len(history) == 0
     replay(state, journal_path(store), history=history)
     assert len(history) == 1
+
+
+def test_lazy_session_journals_the_same_edits_reading_boxes_only(store):
+    from napari_connectome.io.lazy_state import PatchedVolume
+
+    session = open_proofreading(store, user="bob", lazy=True)
+    state = session.state
+    assert isinstance(state.fragments, PatchedVolume) and not state.fragments.reads
+    step, rng = _steps(), np.random.default_rng(7)
+    for _ in range(20):
+        step(session.history, rng)  # journaled before it returns, as in memory
+    session.close()
+    assert max(state.fragments.reads) < state.fragments.size  # boxes, never the whole volume
+    contents = read_journal(journal_path(store))
+    assert len(contents.records) == 20 and contents.header["user"] == "bob"
+    assert {"merge", "split"} <= {r["kind"] for r in contents.records}
+    expected = run_steps(store, 20, 7)
+    full = tuple(slice(0, n) for n in expected.fragments.shape)
+    np.testing.assert_array_equal(state.table, expected.table)
+    np.testing.assert_array_equal(state.labels_in(full), expected.segmentation())
+    assert state.locked == expected.locked
+    # reopened lazily: the journal replays to the same labels, and new edits append
+    again = open_proofreading(store, lazy=True)
+    np.testing.assert_array_equal(again.state.labels_in(full), expected.segmentation())
+    assert len(again.history) == len(session.history)
+    again.history.undo()
+    again.close()
+    assert read_journal(journal_path(store)).records[-1]["kind"] == "undo"

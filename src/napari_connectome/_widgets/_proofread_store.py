@@ -9,6 +9,7 @@ Segment dock's in-memory result, with the placement of its layers kept in the
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import re
 from pathlib import Path
 
@@ -16,6 +17,33 @@ import numpy as np
 
 #: Root attribute of a session store telling the dock where to put its layers.
 DISPLAY_ATTR = "napari_display"
+
+#: Fragments (as ``uint64`` in memory) larger than this many bytes are opened lazily
+#: (read box by box from the store); None: 512 MiB or an eighth of the RAM, the smaller.
+LAZY_BYTES: int | None = None
+
+
+def lazy_budget() -> int:
+    """Return the fragment bytes above which a session opens lazily (:data:`LAZY_BYTES`)."""
+    if LAZY_BYTES is not None:
+        return int(LAZY_BYTES)
+    budget = 512 * 2**20
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not on every platform
+        return budget
+    return int(min(budget, ram // 8)) if ram > 0 else budget
+
+
+def fragments_bytes(path) -> int:
+    """Return the bytes a store's fragments take in memory (``uint64``), 0 when unreadable."""
+    import zarr
+
+    try:
+        shape = zarr.open_group(str(path), mode="r")["fragments"].shape
+    except Exception:  # noqa: BLE001 - the opening itself reports a bad store
+        return 0
+    return int(np.prod(shape, dtype=np.int64)) * 8
 
 
 def default_session_path(name: str, now: _dt.datetime | None = None, root=None) -> Path:
@@ -119,8 +147,16 @@ def store_display(attrs: dict, store: Path, ndim: int) -> dict:
     }
 
 
-def open_session(path):
+def open_session(path, lazy: bool | None = None):
     """Open a store for proofreading (journal replayed) and read its attributes.
+
+    Parameters
+    ----------
+    path : path-like
+        The segmentation store.
+    lazy : bool, optional
+        Keep the fragments and boundaries on disk (read box by box); None:
+        when the fragments are larger than :func:`lazy_budget`.
 
     Returns
     -------
@@ -137,7 +173,9 @@ def open_session(path):
     from ..io.journal import open_proofreading
 
     try:
-        session = open_proofreading(path)
+        if lazy is None:
+            lazy = fragments_bytes(path) > lazy_budget()
+        session = open_proofreading(path, lazy=bool(lazy))
         attrs = dict(zarr.open_group(str(session.store), mode="r").attrs)
     except OSError as error:
         raise ValueError(str(error)) from error

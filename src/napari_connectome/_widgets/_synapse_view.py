@@ -410,14 +410,23 @@ class ProofreadLink:
             inside = np.ones(len(coords), bool)
             for axis, s in enumerate(box):
                 inside &= (coords[:, axis] >= s.start) & (coords[:, axis] < s.stop)
-        if inside.any():  # flat indices: much faster than a tuple of index arrays
-            flat = self.state.fragments.reshape(-1)
-            self._frags[inside] = np.take(flat, self._flat if box is None else self._flat[inside])
+        if inside.any():
+            self._frags[inside] = self._read(inside if box is not None else None)
         frags = np.zeros(len(self.valid), np.uint64)
         frags[self.valid] = self._frags
         self.table.probe_fragments = frags
         self.table.segment_table = np.array(self.state.table)
         self.table.derive()
+
+    def _read(self, inside) -> np.ndarray:
+        """Return the fragment ids at the probes (``inside``: a mask of them; None: all)."""
+        fragments = self.state.fragments
+        if isinstance(fragments, np.ndarray):  # flat indices: faster than index arrays
+            flat = self._flat if inside is None else self._flat[inside]
+            return np.take(fragments.reshape(-1), flat)
+        # on disk (a lazy session): read the probes' points only, chunk by chunk
+        coords = self.coords if inside is None else self.coords[inside]
+        return np.asarray(fragments[tuple(coords.T)], dtype=np.uint64).reshape(-1)
 
     def _listener(self, action, entry) -> None:
         # never raise: a raising listener rolls the edit back

@@ -7,17 +7,25 @@ on that layer into edits (:class:`~._proofread_session.ProofreadController`).
 Every edit goes through the session's history, whose journal writes the line
 to disk before the edit is reported done; after an edit only the changed box
 of the layer is rewritten.
+
+A store whose fragments are larger than
+:func:`~._proofread_store.lazy_budget` opens lazily: the fragments stay on
+disk and the layer's data is a :class:`~napari_connectome.io.lazy_labels.LazyLabels`
+that reads only the planes napari shows; after an edit the layer re-reads its
+plane.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import QListWidget, QListWidgetItem
 
+from ..io.lazy_labels import LazyLabels
 from ._layer_output import LayerOutput
 from ._proofread_session import (
     LOCK,
@@ -65,6 +73,10 @@ class ProofreadDock(Container):
         The ``"<name> proofread"`` layer.
     key_bindings : dict of str to callable
         Keys bound on the layer (napari key names) and what they call.
+    lazy : bool or None
+        How the next session opens: True keeps the volumes on disk, False
+        reads them into memory, None (the default) decides by their size
+        (:func:`~._proofread_store.lazy_budget`).
     """
 
     def __init__(self, napari_viewer) -> None:
@@ -128,6 +140,7 @@ class ProofreadDock(Container):
         self.controller: ProofreadController | None = None
         self.layer = None
         self.key_bindings: dict = {}
+        self.lazy: bool | None = None
         self._lift = False
         self._bound: list = []
         self._output = LayerOutput(napari_viewer)
@@ -171,7 +184,9 @@ class ProofreadDock(Container):
             return
         path = Path(path).expanduser()
         self.controls.start(
-            lambda: open_session(path), self._opened, busy_message=f"Opening {path.name}..."
+            lambda: open_session(path, self.lazy),
+            self._opened,
+            busy_message=f"Opening {path.name}...",
         )
 
     def from_segment_dock(self, _=None) -> None:
@@ -227,7 +242,7 @@ class ProofreadDock(Container):
                 write_session_store(result, path, threshold, display)
             except OSError as error:
                 raise ValueError(str(error)) from error
-            return open_session(path)
+            return open_session(path, self.lazy)
 
         self.controls.start(work, self._opened, busy_message=f"Writing {path.name}...")
 
@@ -267,16 +282,20 @@ class ProofreadDock(Container):
             "source": "napari-connectome Proofread dock",
             "store": str(session.store),
         }
-        labels = session.state.labels_in(None)  # the whole volume once, at opening
-        self.layer = unwrap_proxy(
-            self._output.put(labels[None] if self._lift else labels, place, "labels")
-        )
+        if isinstance(session.state.fragments, np.ndarray):
+            labels = session.state.labels_in(None)  # the whole volume once, at opening
+            labels = labels[None] if self._lift else labels
+        else:  # on disk: napari reads the planes it shows, box by box
+            labels = LazyLabels(session.state, lift=self._lift)
+        self.layer = unwrap_proxy(self._output.put(labels, place, "labels"))
         self._bind(self.layer)
         self.layer.mode = "pan_zoom"
         self._viewer.layers.selection.active = self.layer
         self.session_path.value = f"session: {session.store}"
+        on_disk = "" if isinstance(labels, np.ndarray) else " (read from disk as shown)"
         self.controls.status.value = (
-            f"Opened {session.store.name}: {len(session.history)} journaled edits replayed."
+            f"Opened {session.store.name}{on_disk}: {len(session.history)} journaled edits "
+            "replayed."
         )
         self._update_panel()
 
@@ -379,6 +398,9 @@ class ProofreadDock(Container):
 
     def _refresh(self, box) -> None:
         """Rewrite the layer's labels in one box (state coordinates) and redraw."""
+        if isinstance(self.layer.data, LazyLabels):  # read again: napari re-slices
+            self.layer.refresh()
+            return
         labels = self.controller.state.labels_in(box)
         if self._lift:
             box, labels = (slice(0, 1), *box), labels[None]

@@ -494,7 +494,8 @@ class ProofreadingSession:
     Attributes
     ----------
     state : ProofreadingState
-        The editable state (fragments in memory).
+        The editable state (fragments in memory, or read from the store box by
+        box when opened with ``lazy=True``).
     history : History
         Undo and redo; every step is journaled before it returns.
     journal : Journal
@@ -513,7 +514,9 @@ class ProofreadingSession:
         self.journal.close()
 
 
-def open_proofreading(store, threshold: float | None = None, *, user=None) -> ProofreadingSession:
+def open_proofreading(
+    store, threshold: float | None = None, *, user=None, lazy: bool = False
+) -> ProofreadingSession:
     """Open a segmentation store for proofreading, replaying its journal if it has one.
 
     Parameters
@@ -525,6 +528,12 @@ def open_proofreading(store, threshold: float | None = None, *, user=None) -> Pr
         journal must have been started at the same one.
     user : str, optional
         Name recorded with the edits; the login name by default.
+    lazy : bool, optional
+        Keep the fragments and boundaries on disk
+        (:func:`~napari_connectome.io.lazy_state.lazy_state_from_store`): they
+        are read box by box, and the voxels splits rewrite are kept in memory.
+        The same edits, journal and results as in memory, for volumes bigger
+        than memory; ``state.labels_in(None)`` is then refused.
 
     Returns
     -------
@@ -544,7 +553,12 @@ def open_proofreading(store, threshold: float | None = None, *, user=None) -> Pr
 
     stored = read_segmentation_store(store)
     threshold = stored.threshold if threshold is None else float(threshold)
-    state = state_from_store(stored, threshold)
+    if lazy:
+        from .lazy_state import lazy_state_from_store
+
+        state = lazy_state_from_store(stored, threshold, edges=True)
+    else:
+        state = state_from_store(stored, threshold)
     path = journal_path(stored.path)
     if path.exists() and path.stat().st_size > 0:
         history = replay(state, path, user=user)

@@ -126,6 +126,11 @@ class PatchedVolume:
         self.reads: list[int] = []
 
     @property
+    def chunks(self) -> tuple[int, ...]:
+        """Chunk shape of the underlying array (reads aligned to it are cheapest)."""
+        return self._chunks
+
+    @property
     def size(self) -> int:
         """int: Number of voxels."""
         return int(np.prod(self.shape, dtype=np.int64))
@@ -173,13 +178,34 @@ class PatchedVolume:
             block[local] = self._values[lo:hi][inside]
 
     # -------------------------------------------------------------------- reads
-    def read(self, box) -> np.ndarray:
+    def patch(self, box, block: np.ndarray) -> None:
+        """Put the voxels written so far into ``block``, the stored values of ``box``.
+
+        A block read with ``read(box, patched=False)`` (and kept) becomes the
+        current values of its box: writes since are applied, undone ones too.
+
+        Parameters
+        ----------
+        box : tuple of slice
+            The block's region, steps of 1.
+        block : numpy.ndarray
+            The block (changed in place).
+        """
+        box = _box(box, self.shape)
+        if box is None:
+            raise TypeError("patch() takes a tuple of slices")
+        self._overlay(box, block)
+
+    def read(self, box, patched: bool = True) -> np.ndarray:
         """Return the values in a box (a tuple of slices), writes included.
 
         Parameters
         ----------
         box : tuple of slice
             The region, steps of 1.
+        patched : bool, optional
+            Apply the voxels written so far (False: the stored values only;
+            see :meth:`patch`).
 
         Returns
         -------
@@ -196,7 +222,8 @@ class PatchedVolume:
             block = np.asarray(self._array[box]).astype(self.dtype, copy=True)
         else:
             block = np.zeros(shape, dtype=self.dtype)
-        self._overlay(box, block)
+        if patched:
+            self._overlay(box, block)
         return block
 
     def _points(self, key) -> np.ndarray:
