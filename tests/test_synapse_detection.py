@@ -6,6 +6,7 @@ from torch import nn
 from napari_connectome.models.synapse_inference import SYNAPSE_OUTPUT
 from napari_connectome.models.unet import default_config
 from napari_connectome.synapse_detection import (
+    DETECTION_DEFAULTS,
     SynapseDetectionCancelled,
     detect_volume,
     no_synapses_message,
@@ -97,3 +98,14 @@ def test_cancel():
     raw, seg = scene()
     with pytest.raises(SynapseDetectionCancelled):
         detect_volume(raw, VS, model=MODEL, device="cpu", should_stop=lambda: True)
+
+
+def test_peak_threshold_is_a_setting_of_the_run():
+    raw, _ = scene()
+    result = detect_volume(raw, VS, model=MODEL, device="cpu", min_size_nm3=0)
+    assert result.settings["peak_threshold"] == DETECTION_DEFAULTS["peak_threshold"]
+    assert result.settings["threshold"] == DETECTION_DEFAULTS["threshold"]
+    # no synapse probability reaches 1, so a peak threshold of 1 keeps none
+    none = detect_volume(raw, VS, model=MODEL, device="cpu", min_size_nm3=0, peak_threshold=1.0)
+    assert len(none) == 0 and none.settings["peak_threshold"] == 1.0
+    assert "peak threshold 1" in no_synapses_message(none)

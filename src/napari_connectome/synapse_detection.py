@@ -181,6 +181,7 @@ def detect_volume(
     model=None,
     device: str = "auto",
     threshold: float | None = None,
+    peak_threshold: float | None = None,
     min_size_nm3: float | None = None,
     nms_distance_nm: float | None = None,
     progress: Callable[[float, str], object] | None = None,
@@ -202,7 +203,7 @@ def detect_volume(
         The synapse network (None: bundled).
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``.
-    threshold, min_size_nm3, nms_distance_nm : float, optional
+    threshold, peak_threshold, min_size_nm3, nms_distance_nm : float, optional
         Detection settings (defaults: :data:`DETECTION_DEFAULTS`).
     progress : callable, optional
         ``progress(fraction, message)``.
@@ -232,6 +233,7 @@ def detect_volume(
     settings = dict(DETECTION_DEFAULTS)
     for key, value in (
         ("threshold", threshold),
+        ("peak_threshold", peak_threshold),
         ("min_size_nm3", min_size_nm3),
         ("nms_distance_nm", nms_distance_nm),
     ):
@@ -276,9 +278,12 @@ def no_synapses_message(result: SynapseResult) -> str:
         What happened and what to try.
     """
     peak = float(result.probability.max()) if result.probability.size else 0.0
+    settings = result.settings
+    threshold = settings.get("threshold", 0.5)
+    floor = settings.get("peak_threshold") or threshold
     return (
         f"no synapses found (highest synapse probability {peak:.2f}, threshold "
-        f"{result.settings.get('threshold', 0.5):g}, size floor "
-        f"{result.settings.get('min_size_nm3', 0):g} nm^3): check the voxel size, or "
-        "lower the threshold or the size floor"
+        f"{threshold:g}, peak threshold {max(floor, threshold):g}, size floor "
+        f"{settings.get('min_size_nm3', 0):g} nm^3): check the voxel size, or "
+        "lower the threshold, the peak threshold or the size floor"
     )

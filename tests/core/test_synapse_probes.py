@@ -27,8 +27,40 @@ def test_contact_and_zone_probes():
     assert set(zone[:, 0].tolist()) == {1}
     assert zone[:, 2].min() == 38 - 5 and zone[:, 2].max() == 41 + 5
     np.testing.assert_allclose(probes.pre[contact], 0.0)
-    np.testing.assert_allclose(probes.pre[~contact], np.where(zone[:, 2] < 38, 0.7, 0.0))
+    # zone probes weigh the squared presynaptic probability by default
+    np.testing.assert_allclose(probes.pre[~contact], np.where(zone[:, 2] < 38, 0.49, 0.0))
     assert np.all(probes.synapse == 0)
+    linear = partner_probes(det, pre, reach_nm=20.0, max_probes=10_000, pre_power=1.0)
+    expected = np.where(zone[:, 2] < 38, 0.7, 0.0)
+    np.testing.assert_allclose(linear.pre[linear.contact == 0], expected)
+
+
+def test_squared_weights_prefer_a_confident_small_side():
+    # one side: 4 zone voxels at 0.9; the other: 8 at 0.5. Summed, 3.6 < 4.0 (the large
+    # lukewarm side wins); squared, 3.24 > 2.0 (the confident side wins).
+    prob = np.zeros((1, 20, 20), np.float32)
+    prob[0, 10, 10] = 0.9
+    det = detect_synapses(prob, (4.0, 4.0, 4.0), min_size_nm3=0)
+    pre = np.zeros(prob.shape, np.float32)
+    pre[0, 9, 10] = pre[0, 10, 9] = pre[0, 11, 10] = pre[0, 10, 11] = 0.9  # confident
+    seg = np.ones(prob.shape, np.uint32)
+    seg[0, 9, 10] = seg[0, 10, 9] = seg[0, 11, 10] = seg[0, 10, 11] = 2
+    ring = [(9, 9), (9, 11), (11, 9), (11, 11), (8, 10), (12, 10), (10, 8), (10, 12)]
+    for y, x in ring:
+        pre[0, y, x] = 0.5
+    kwargs = {"reach_nm": 8.0, "max_probes": 10_000}
+    for power, winner in ((1.0, 1), (2.0, 2)):
+        probes = partner_probes(det, pre, pre_power=power, **kwargs)
+        zone = probes.contact == 0
+        at = seg[tuple(probes.coords[zone].T)]
+        weights = {s: probes.pre[zone][at == s].sum() for s in (1, 2)}
+        assert max(weights, key=weights.get) == winner, (power, weights)
+
+
+def test_bad_pre_power():
+    det, pre = scene()
+    with pytest.raises(ValueError, match="pre_power"):
+        partner_probes(det, pre, pre_power=0.0)
 
 
 def test_probe_cap_is_reproducible():

@@ -56,6 +56,25 @@ def test_nms_folds_nearby_weaker_components_into_the_stronger():
     assert len(far) == 2
 
 
+def test_peak_threshold_keeps_whole_clefts_with_a_confident_core():
+    # a cleft: a broad 0.75 region with a 0.97 core, and a lukewarm blob without a core
+    prob = blob((6, 80, 80), (2, 20, 20), 8, 0.75)
+    prob[2, 19:22, 19:22] = 0.97
+    prob += blob((6, 80, 80), (3, 60, 60), 8, 0.75)
+    det = detect_synapses(prob, VS, threshold=0.7, peak_threshold=0.95, min_size_nm3=0)
+    assert len(det) == 1
+    # the whole region around the core is the object, not just the core
+    assert det.sizes[0] == int((prob[:, :40, :40] >= 0.7).sum())
+    np.testing.assert_allclose(det.positions[0][1:], [20 * 4, 20 * 4], atol=8)
+    # without it both blobs are objects; a peak threshold under the threshold changes nothing
+    assert len(detect_synapses(prob, VS, threshold=0.7, min_size_nm3=0)) == 2
+    low = detect_synapses(prob, VS, threshold=0.7, peak_threshold=0.1, min_size_nm3=0)
+    assert len(low) == 2
+    # the core alone at the high threshold is a much smaller object
+    core = detect_synapses(prob, VS, threshold=0.95, min_size_nm3=0)
+    assert len(core) == 1 and core.sizes[0] == 9
+
+
 def test_no_synapses_and_2d():
     det = detect_synapses(np.zeros((4, 32, 32), np.float32), VS)
     assert len(det) == 0 and det.positions.shape == (0, 3)
@@ -74,6 +93,7 @@ def test_no_synapses_and_2d():
         (np.zeros((2, 8, 8)), (40.0, 4.0), {}, "voxel_size"),
         (np.zeros((2, 8, 8)), (40.0, -4.0, 4.0), {}, "voxel_size"),
         (np.zeros((2, 8, 8)), VS, {"threshold": 1.5}, "threshold"),
+        (np.zeros((2, 8, 8)), VS, {"peak_threshold": 1.5}, "peak_threshold"),
     ],
 )
 def test_detect_bad_input(prob, vs, kwargs, match):

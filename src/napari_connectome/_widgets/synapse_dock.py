@@ -112,7 +112,10 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
             max=0.95,
             step=0.05,
             value=DETECTION_DEFAULTS["threshold"],
-            tooltip="synapse probability from which a voxel belongs to a synapse",
+            tooltip=(
+                "synapse probability from which a voxel belongs to a synapse (an object"
+                " must also reach the peak threshold, 0.95)"
+            ),
         )
         self.min_size = FloatSpinBox(
             label="size floor (nm³)",

@@ -31,7 +31,10 @@ def add_synapse_arguments(parser) -> None:
         "--synapse-threshold",
         type=float,
         default=None,
-        help="synapse probability threshold (default 0.95, chosen for the bundled model)",
+        help=(
+            "synapse probability threshold (default 0.8; an object must also reach 0.95"
+            " somewhere; chosen for the bundled model)"
+        ),
     )
     group.add_argument(
         "--synapse-min-size",

@@ -2,7 +2,9 @@
 
 Around each synapse a fixed set of voxels is picked once, from the prediction:
 contact probes (the synapse's own voxels) and zone probes (voxels within
-``reach_nm``, weighted by the presynaptic-side probability). See
+``reach_nm``, weighted by the presynaptic-side probability raised to
+``pre_power``: squaring favours the segment with a few confident presynaptic
+voxels over a large segment with many lukewarm ones). See
 :class:`~napari_connectome.core.synapses.SynapseTable`.
 
 Pure numpy/scipy.
@@ -47,6 +49,7 @@ def partner_probes(
     reach_nm: float = 120.0,
     max_probes: int = 256,
     seed: int = 0,
+    pre_power: float = 2.0,
 ) -> PartnerProbes:
     """Pick the probe voxels of every synapse (done once, from the prediction).
 
@@ -65,6 +68,9 @@ def partner_probes(
         reproducible subset is kept beyond it).
     seed : int
         Seed of that subset.
+    pre_power : float
+        Each zone probe weighs ``presynaptic ** pre_power`` (2 by default, chosen on
+        training phantoms: it picks the right presynaptic neuron more often than 1).
 
     Returns
     -------
@@ -72,6 +78,8 @@ def partner_probes(
         The probes.
     """
     labels = detections.labels
+    if not pre_power > 0:
+        raise ValueError(f"pre_power must be a positive number; got {pre_power!r}")
     if presynaptic is not None and np.shape(presynaptic) != labels.shape:
         raise ValueError(
             f"the presynaptic map {np.shape(presynaptic)} does not match the synapse labels "
@@ -99,7 +107,7 @@ def partner_probes(
             if is_contact or presynaptic is None:
                 weight = np.full(len(coords), 0.0 if is_contact else 1.0)
             else:
-                weight = np.asarray(presynaptic[grown][tuple(coords.T)], float)
+                weight = np.asarray(presynaptic[grown][tuple(coords.T)], float) ** pre_power
             parts.append((row, coords + origin, is_contact, weight))
     if not parts:
         nd = labels.ndim

@@ -1,8 +1,11 @@
 """Synapse objects from probability maps, and their partners in a segmentation.
 
 Detection (:func:`detect_synapses`): the voxels whose synapse probability
-reaches a threshold are grouped into 3D connected components; components
-smaller than a physical size floor (nm^3) are dropped; non-maximum suppression
+reaches a threshold are grouped into 3D connected components (hysteresis: a
+component is kept only when its peak probability reaches ``peak_threshold``,
+so one cleft is one object at a moderate threshold while weak blobs without a
+confident core are dropped); components smaller than a physical size floor
+(nm^3) are dropped; non-maximum suppression
 then folds every component whose centre lies within ``nms_distance_nm`` of a
 more confident one into that one. Each synapse gets an id (1..n), a position
 (the probability-weighted centre, nm), a size (voxels and nm^3) and a
@@ -13,7 +16,7 @@ voxels is kept once, from the prediction:
 
 - contact probes: the synapse's own voxels (both sides of the cleft);
 - zone probes: the voxels within ``reach_nm`` of it, each weighted by the
-  presynaptic-side probability (the network's second channel).
+  squared presynaptic-side probability (the network's second channel).
 
 The presynaptic segment is the one holding the most presynaptic weight; the
 postsynaptic segments are the other segments holding at least
@@ -49,10 +52,18 @@ __all__ = [
 
 _FACES_3D = ndi.generate_binary_structure(3, 1)
 
-#: Detection settings of the bundled synapse model, chosen on training sections only
-#: (ISBI z 8-17, VNC z 5-9, a training phantom); its probabilities are not calibrated
-#: (class-balanced loss), hence the high threshold.
-DETECTION_DEFAULTS = {"threshold": 0.95, "min_size_nm3": 5.0e4, "nms_distance_nm": 200.0}
+#: Detection settings of the bundled synapse model, chosen on training data only
+#: (ISBI z 0-19, VNC z 0-14, phantoms of seeds 30000-30003) by
+#: ``scripts/tune_synapse_detection.py``: the setting whose worse domain (real sections
+#: or phantoms, mean F1 / target) is the best. Its probabilities are not calibrated
+#: (class-balanced loss), hence the high thresholds; the peak threshold keeps a cleft
+#: whole at 0.8 while needing a confident core.
+DETECTION_DEFAULTS = {
+    "threshold": 0.8,
+    "peak_threshold": 0.95,
+    "min_size_nm3": 5.0e4,
+    "nms_distance_nm": 200.0,
+}
 
 
 def _voxel_size(voxel_size, ndim: int) -> np.ndarray:
@@ -103,6 +114,7 @@ def detect_synapses(
     voxel_size,
     *,
     threshold: float = 0.5,
+    peak_threshold: float | None = None,
     min_size_nm3: float = 2.0e5,
     nms_distance_nm: float = 200.0,
 ) -> SynapseDetections:
@@ -116,6 +128,9 @@ def detect_synapses(
         Voxel size in nm, one per axis.
     threshold : float
         Probability from which a voxel belongs to a synapse.
+    peak_threshold : float, optional
+        A component is kept only when its highest probability reaches this value
+        (hysteresis; None or a value below ``threshold``: ``threshold``).
     min_size_nm3 : float
         Components smaller than this physical volume are dropped.
     nms_distance_nm : float
@@ -141,6 +156,9 @@ def detect_synapses(
     vs = _voxel_size(voxel_size, prob.ndim)
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be between 0 and 1 (exclusive); got {threshold!r}")
+    peak = threshold if peak_threshold is None else max(float(peak_threshold), threshold)
+    if not 0.0 < peak <= 1.0:
+        raise ValueError(f"peak_threshold must be in (0, 1]; got {peak_threshold!r}")
     if min_size_nm3 < 0 or nms_distance_nm < 0:
         raise ValueError("min_size_nm3 and nms_distance_nm must be >= 0")
     if prob.dtype.kind == "f" and not np.isfinite(prob).all():
@@ -153,7 +171,10 @@ def detect_synapses(
     index = np.arange(1, n + 1)
     sizes = ndi.sum_labels(np.ones_like(prob), comp, index) if n else np.zeros(0)
     voxel_nm3 = float(np.prod(vs))
-    keep = index[sizes * voxel_nm3 >= min_size_nm3] if n else index
+    big = sizes * voxel_nm3 >= min_size_nm3
+    if n and peak > threshold:
+        big &= np.asarray(ndi.maximum(prob, comp, index)) >= peak
+    keep = index[big] if n else index
     lut = np.zeros(n + 1, np.int64)
     if keep.size:
         mass = ndi.sum_labels(prob, comp, keep)
@@ -469,6 +490,7 @@ def assign_partners(
     reach_nm: float = 120.0,
     post_fraction: float = 0.15,
     min_contacts: int = 3,
+    pre_power: float = 2.0,
 ) -> SynapseTable:
     """Find the presynaptic and postsynaptic segments of every synapse.
 
@@ -482,7 +504,7 @@ def assign_partners(
         Presynaptic-side probability map (the synapse network's second channel).
     table : numpy.ndarray, optional
         Fragment-to-segment table, when ``segmentation`` holds fragments.
-    reach_nm, post_fraction, min_contacts
+    reach_nm, post_fraction, min_contacts, pre_power
         See :func:`partner_probes` and :class:`SynapseTable`.
 
     Returns
@@ -500,7 +522,7 @@ def assign_partners(
             "partners need a segmentation: segment the image first (or choose a "
             "segmentation layer of the same shape)"
         )
-    probes = partner_probes(detections, presynaptic, reach_nm=reach_nm)
+    probes = partner_probes(detections, presynaptic, reach_nm=reach_nm, pre_power=pre_power)
     return SynapseTable.from_probes(
         detections,
         probes,
