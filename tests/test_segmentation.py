@@ -44,6 +44,36 @@ def test_segment_volume_reports_progress_and_keeps_the_state(tiny_model):
     assert result.segmentation.shape == phantom.raw.shape
 
 
+def test_segment_volume_averages_the_default_views_and_records_them(tiny_model, tmp_path):
+    import torch
+
+    from napari_connectome.io import read_segmentation_store
+    from napari_connectome.models import build_model, default_config, predict_boundaries
+    from napari_connectome.models.inference import DEFAULT_AUGMENT
+    from napari_connectome.segmentation import save_result
+
+    phantom = make_phantom((2, 64, 64), (40, 4, 4), seed=4)
+    args = (phantom.raw, phantom.voxel_size)
+    torch.manual_seed(0)
+    config = default_config(base_channels=4, depth=2)
+    net = build_model(config).train()  # calibrate batch norm, then a lively output
+    with torch.no_grad():
+        net(torch.from_numpy(phantom.raw[0] / 255.0).float()[None, None])
+        net.head.weight.mul_(10)
+    lively = (net.eval(), config)
+    result = segment_volume(*args, model=lively, section_correction=False)
+    plain = segment_volume(*args, model=lively, section_correction=False, augment=1)
+    assert result.model["augment"] == DEFAULT_AUGMENT > 1 and plain.model["augment"] == 1
+    for res, views in ((result, DEFAULT_AUGMENT), (plain, 1)):
+        expected = predict_boundaries(*args, lively, device="cpu", augment=views)
+        np.testing.assert_allclose(res.boundaries, expected, atol=0.5 / 255 + 1e-6)
+    assert not np.array_equal(result.boundaries, plain.boundaries)  # the views were averaged
+    stored = read_segmentation_store(save_result(result, tmp_path / "s.zarr"))
+    assert stored.attrs["model"]["augment"] == DEFAULT_AUGMENT
+    with pytest.raises(ValueError, match="augment must be one of"):
+        segment_volume(*args, model=tiny_model, augment=5)
+
+
 def test_segment_volume_can_be_cancelled(tiny_model):
     phantom = make_phantom((3, 64, 64), (40, 4, 4), seed=3)
     with pytest.raises(SegmentationCancelled):

@@ -223,6 +223,7 @@ def segment_volume(
     progress: Callable[[float, str], object] | None = None,
     should_stop: Callable[[], bool] | None = None,
     section_correction: bool = True,
+    augment: int | None = None,
 ) -> SegmentationResult:
     """Segment neurons in an EM volume: predict boundaries, then agglomerate fragments.
 
@@ -258,12 +259,17 @@ def segment_volume(
         Detect and bridge missing sections and correct shifted sections of
         anisotropic stacks (default). 2D images and isotropic volumes are never
         changed.
+    augment : {1, 2, 4, 8}, optional
+        In-plane views averaged per tile (test-time augmentation, see
+        :func:`~napari_connectome.models.inference.symmetries`); None for the
+        default :data:`~napari_connectome.models.inference.DEFAULT_AUGMENT`
+        (the four mirrors), 1 for the plain network.
 
     Returns
     -------
     SegmentationResult
-        The segmentation state, with the model's name and config and the
-        section correction (``sections``).
+        The segmentation state, with the model's name, config and views
+        (``model["augment"]``) and the section correction (``sections``).
 
     Raises
     ------
@@ -273,6 +279,9 @@ def segment_volume(
         For bad input (wrong dimensions, NaN, constant volume, bad voxel size).
     """
     from .models import PredictionCancelled, load_model, predict_boundaries
+    from .models.inference import DEFAULT_AUGMENT
+
+    views = DEFAULT_AUGMENT if augment is None else augment
 
     report = progress or (lambda fraction, message: None)
     stop = should_stop or (lambda: False)
@@ -288,6 +297,7 @@ def segment_volume(
             voxel_size,
             loaded,
             device=device,
+            augment=views,
             progress=predict_progress,
             should_stop=stop,
         )
@@ -307,7 +317,7 @@ def segment_volume(
         voxel_size,
         threshold=threshold,
         mask=mask,
-        model={"name": model_name, "config": loaded[1]},
+        model={"name": model_name, "config": loaded[1], "augment": views},
         sections=sections,
     )
     if sections is None and note:
@@ -406,7 +416,11 @@ def save_result(
     stored = {
         "voxel_size": list(result.voxel_size),
         "threshold": float(result.threshold if threshold is None else threshold),
-        "model": {"name": result.model.get("name"), "config": result.model.get("config")},
+        "model": {
+            "name": result.model.get("name"),
+            "config": result.model.get("config"),
+            **({"augment": result.model["augment"]} if "augment" in result.model else {}),
+        },
         **({"sections": result.sections} if result.sections else {}),
         **(attrs or {}),
     }

@@ -8,6 +8,7 @@ from napari_connectome.models.inference import (
     choose_planes,
     is_out_of_memory,
     predict_boundaries,
+    symmetries,
 )
 from napari_connectome.models.unet import build_model, default_config
 from napari_connectome.models.weights import (
@@ -280,9 +281,8 @@ def test_run_prediction_keeps_the_leading_channels(tiny):
         volume, ndim, sizes, orientations, tiny, device=torch.device("cpu"), channels=1, **kwargs
     )
     assert one.shape == (1, 2, 70, 90)
-    np.testing.assert_array_equal(
-        one[0], _predict(volume, (8, 8, 8), tiny, planes="xy", tile_size=128, batch_size=4)
-    )
+    plain = _predict(volume, (8, 8, 8), tiny, planes="xy", tile_size=128, batch_size=4, augment=1)
+    np.testing.assert_array_equal(one[0], plain)
 
     class ThreeWay(torch.nn.Module):
         def forward(self, x):
@@ -311,3 +311,51 @@ def test_run_prediction_keeps_the_leading_channels(tiny):
             should_stop=None,
             purpose="nothing to see",
         )
+
+
+def test_symmetries():
+    assert symmetries(1) == [(False, False, False)]
+    assert symmetries(2) == [(False, False, False), (False, False, True)]
+    four, eight = symmetries(4), symmetries(8)
+    assert len(set(four)) == 4 and not any(t for t, _, _ in four)
+    assert len(set(eight)) == 8 and set(four) < set(eight)
+    for bad in (0, 3, 16, True, 4.0, "4"):
+        with pytest.raises(ValueError, match="augment must be one of"):
+            symmetries(bad)
+
+
+def test_augmentation_averages_the_mirrored_views(tiny):
+    image = _image((96, 80), seed=3)
+    big = {"tile_size": 256}  # one tile: each view sees exactly the mirrored image
+    plain = _predict(image, (8, 8), tiny, augment=1, **big)
+    views = [
+        plain,
+        _predict(image[:, ::-1], (8, 8), tiny, augment=1, **big)[:, ::-1],
+        _predict(image[::-1], (8, 8), tiny, augment=1, **big)[::-1],
+        _predict(image[::-1, ::-1], (8, 8), tiny, augment=1, **big)[::-1, ::-1],
+    ]
+    four = _predict(image, (8, 8), tiny, augment=4, **big)
+    np.testing.assert_allclose(four, np.mean(views, axis=0), atol=1e-5)
+    np.testing.assert_allclose(
+        _predict(image, (8, 8), tiny, augment=2, **big), np.mean(views[:2], axis=0), atol=1e-5
+    )
+    assert np.abs(four - plain).max() > 1e-3  # the views really differ
+    # the default is the four mirrors, and it is mirror-equivariant (the plain net is not)
+    np.testing.assert_array_equal(_predict(image, (8, 8), tiny, **big), four)
+    flipped = _predict(image[::-1], (8, 8), tiny, augment=4, **big)[::-1]
+    np.testing.assert_allclose(flipped, four, atol=1e-5)
+    assert np.abs(views[2] - plain).max() > 1e-3
+
+
+def test_eight_views_are_rotation_equivariant(tiny):
+    volume = np.stack([_image((96, 96), seed=s) for s in (4, 5)])
+    kw = {"tile_size": 256, "planes": "xy"}  # one tile: the views see the same context
+    eight = _predict(volume, (40, 8, 8), tiny, augment=8, **kw)
+    turned = _predict(np.rot90(volume, 1, axes=(1, 2)), (40, 8, 8), tiny, augment=8, **kw)
+    np.testing.assert_allclose(np.rot90(turned, -1, axes=(1, 2)), eight, atol=1e-5)
+    plain = _predict(volume, (40, 8, 8), tiny, augment=1, **kw)
+    turned = _predict(np.rot90(volume, 1, axes=(1, 2)), (40, 8, 8), tiny, augment=1, **kw)
+    assert np.abs(np.rot90(turned, -1, axes=(1, 2)) - plain).max() > 1e-3  # not by itself
+    assert eight.shape == volume.shape and eight.std() > 0.02
+    with pytest.raises(ValueError, match="augment"):
+        _predict(volume, (40, 8, 8), tiny, augment=3)

@@ -42,9 +42,17 @@ __all__ = [
     "predict_boundaries",
     "resample",
     "run_prediction",
+    "symmetries",
 ]
 
 _MIN_TILE = 64
+
+#: In-plane symmetries averaged per tile by :func:`predict_boundaries` when none are given
+#: (test-time augmentation, see :func:`symmetries`).
+DEFAULT_AUGMENT = 4
+
+#: Allowed numbers of in-plane symmetries.
+AUGMENT_CHOICES = (1, 2, 4, 8)
 
 
 class PredictionCancelled(Exception):
@@ -125,6 +133,52 @@ def _reflect_pad(image: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.
             a - b for a, b in zip((left, right, top, bottom), step, strict=True)
         )
     return image
+
+
+def symmetries(augment: int) -> list[tuple[bool, bool, bool]]:
+    """List the in-plane symmetries of test-time augmentation.
+
+    Parameters
+    ----------
+    augment : {1, 2, 4, 8}
+        How many: 1 the identity only; 2 adds the left-right mirror; 4 the four
+        mirrors (identity, left-right, up-down, both: exact for any tile shape); 8
+        adds the same four after swapping rows and columns (the dihedral group of
+        the square: every 90-degree rotation and mirror).
+
+    Returns
+    -------
+    list of tuple of bool
+        ``(transpose, flip_rows, flip_cols)`` per symmetry, the identity first.
+
+    Raises
+    ------
+    ValueError
+        If ``augment`` is not one of 1, 2, 4 or 8.
+    """
+    if not isinstance(augment, int) or isinstance(augment, bool) or augment not in AUGMENT_CHOICES:
+        raise ValueError(
+            f"augment must be one of {AUGMENT_CHOICES} (in-plane symmetries averaged), "
+            f"not {augment!r}"
+        )
+    mirrors = [(False, False), (False, True), (True, False), (True, True)]
+    return [(t, fr, fc) for t in (False, True) for fr, fc in mirrors][:augment]
+
+
+def _apply(tensor: torch.Tensor, symmetry: tuple[bool, bool, bool]) -> torch.Tensor:
+    transpose, flip_rows, flip_cols = symmetry
+    if transpose:
+        tensor = tensor.transpose(-2, -1)
+    dims = [d for d, on in ((-2, flip_rows), (-1, flip_cols)) if on]
+    return tensor.flip(dims) if dims else tensor
+
+
+def _undo(tensor: torch.Tensor, symmetry: tuple[bool, bool, bool]) -> torch.Tensor:
+    transpose, flip_rows, flip_cols = symmetry
+    dims = [d for d, on in ((-2, flip_rows), (-1, flip_cols)) if on]
+    if dims:
+        tensor = tensor.flip(dims)
+    return tensor.transpose(-2, -1) if transpose else tensor
 
 
 class _Plan:
@@ -277,15 +331,24 @@ class _Run:
         return torch.cat(outputs)
 
     def _forward(self, chunk: torch.Tensor) -> torch.Tensor:
-        chunk = chunk.contiguous(memory_format=torch.channels_last)
+        """Probabilities of one batch, averaged over the symmetries (one at a time)."""
+        views = self.opts["symmetries"]
         with torch.inference_mode():
-            if self.device.type == "cuda":
-                dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-                with torch.autocast("cuda", dtype=dtype):
-                    logits = self.model(chunk)
-            else:
-                logits = self.model(chunk)
-            return torch.sigmoid(logits.float())
+            total = None
+            for symmetry in views:
+                view = _apply(chunk, symmetry).contiguous(memory_format=torch.channels_last)
+                probs = _undo(torch.sigmoid(self._logits(view).float()), symmetry)
+                total = probs.clone() if total is None else total.add_(probs)
+            if len(views) > 1:
+                total /= len(views)
+            return total
+
+    def _logits(self, chunk: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            with torch.autocast("cuda", dtype=dtype):
+                return self.model(chunk)
+        return self.model(chunk)
 
     def _finish(self, state: dict) -> None:
         plan: _Plan = state["plan"]
@@ -314,6 +377,7 @@ def predict_boundaries(
     batch_size: int = 8,
     tile_size: int = 256,
     planes: str | Sequence[str] = "auto",
+    augment: int = DEFAULT_AUGMENT,
     progress: Callable[[int, int], Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
@@ -343,6 +407,12 @@ def predict_boundaries(
     planes : str or sequence of str
         Orientations to predict and average, see :func:`choose_planes`; 2D
         images always use ``"xy"``.
+    augment : {1, 2, 4, 8}
+        Test-time augmentation: each tile is predicted in this many in-plane
+        mirrored / rotated views (see :func:`symmetries`) and the probabilities
+        are averaged, for cleaner membranes at ``augment`` times the model's
+        cost. The default :data:`DEFAULT_AUGMENT` (the four mirrors) is what the
+        project's accuracy figures use; 1 is the plain network.
     progress : callable, optional
         Called as ``progress(done_tiles, total_tiles)``.
     should_stop : callable, optional
@@ -377,6 +447,7 @@ def predict_boundaries(
         progress=progress,
         should_stop=should_stop,
         purpose="nothing to segment",
+        augment=augment,
     )
     return out[0, 0] if ndim == 2 else out[0]
 
@@ -434,6 +505,7 @@ def run_prediction(
     progress: Callable[[int, int], Any] | None,
     should_stop: Callable[[], bool] | None,
     purpose: str,
+    augment: int = 1,
 ) -> np.ndarray:
     """Predict the first ``channels`` output channels over a checked volume.
 
@@ -464,6 +536,9 @@ def run_prediction(
         Returning True raises :class:`PredictionCancelled`.
     purpose : str
         End of the error raised on a constant volume (what cannot be done).
+    augment : {1, 2, 4, 8}, optional
+        In-plane symmetries averaged per tile (:func:`symmetries`); 1, no
+        augmentation, by default.
 
     Returns
     -------
@@ -473,13 +548,14 @@ def run_prediction(
     Raises
     ------
     ValueError
-        On a tile size too small for the model, or a constant volume.
+        On a tile size too small for the model, a bad ``augment``, or a constant volume.
     RuntimeError
         If one tile of the smallest size does not fit in memory.
     PredictionCancelled
         If ``should_stop()`` returned True.
     """
     model, config = model
+    views = symmetries(augment)
     min_tile = max(_MIN_TILE, smallest_tile(config["context_px"], 2 ** (config["depth"] - 1)))
     if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < min_tile:
         raise ValueError(f"tile_size must be an integer >= {min_tile}, not {tile_size!r}")
@@ -491,6 +567,7 @@ def run_prediction(
         "channels": channels,
         "progress": progress,
         "should_stop": should_stop,
+        "symmetries": views,
     }
     try:
         while True:

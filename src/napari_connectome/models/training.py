@@ -132,8 +132,13 @@ def _validation_sets(config: TrainingConfig, sources: list[DataSource]) -> list[
 def _validate(model, model_config, sets, device) -> dict[str, dict]:
     scores = {}
     for item in sets:
-        prob = predict_boundaries(
-            item["raw"], item["voxel_size"], (model, model_config), device=device, planes="xy"
+        prob = predict_boundaries(  # the plain network: recorded scores stay comparable
+            item["raw"],
+            item["voxel_size"],
+            (model, model_config),
+            device=device,
+            planes="xy",
+            augment=1,
         )
         scores[item["name"]] = {
             "sections": [int(z) for z in item["sections"]],
