@@ -14,14 +14,17 @@ Steps:
    in this process, same volume), and the peak resident memory of every worker
    process (sampled every 0.2 s with psutil, and ``ru_maxrss`` reported by the
    block tasks) and of the driver.
-3. export of the segmentation (``io.export.export_labels``) to OME-Zarr in a
-   fresh subprocess: time, throughput and that process's peak memory.
+3. export of the segmentation to OME-Zarr with the user's command,
+   ``napari-connectome export STORE --labels DEST.ome.zarr`` (streamed block by
+   block), in a fresh process: wall time (process start included), throughput and
+   that process's peak resident memory.
 
 Prints a Markdown table; ``--json`` prints one JSON object with the same figures.
 
 Usage::
 
-    python benchmarks/scale.py [--size 1] [--block-size Z Y X] [--workdir DIR] [--json]
+    python benchmarks/scale.py [--size 1] [--block-size Z Y X] [--augment N] [--workdir DIR]
+                               [--json] [--json-out FILE]
     python benchmarks/scale.py --size 16x512x512     # a quick small run
     python benchmarks/scale.py --export-store OUTPUT.zarr   # the export step alone
 """
@@ -130,11 +133,19 @@ class Sampler:
         self._thread.join()
 
 
-def segment(raw_spec: str, out: Path, workers: int, block_size=None) -> dict:
+def segment(raw_spec: str, out: Path, workers: int, block_size=None, augment=None) -> dict:
     from napari_connectome.blockwise import segment_blockwise
+    from napari_connectome.blockwise_work import work_folder
     from napari_connectome.models import bundled_model_path
 
     shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(work_folder(out), ignore_errors=True)  # no blocks resumed from a last run
+    scratch = {}
+
+    def progress(fraction, message):
+        if message.startswith("stitching"):  # every block done: the work folder is full
+            scratch["gb"] = disk_gb(work_folder(out))
+
     with Sampler() as sampler:
         start = time.perf_counter()
         result = segment_blockwise(
@@ -147,6 +158,8 @@ def segment(raw_spec: str, out: Path, workers: int, block_size=None) -> dict:
             scheduler="processes",
             workers=workers,
             block_size=block_size,
+            augment=augment,
+            progress=progress,
         )
         seconds = time.perf_counter() - start
     # the largest sampled processes are the workers (nannies stay small)
@@ -158,43 +171,72 @@ def segment(raw_spec: str, out: Path, workers: int, block_size=None) -> dict:
         "stages_s": result["seconds"],
         "blocks": result["blocks"],
         "block_size": list(result["block_size"]),
+        "blocks_resumed": result["blocks_resumed"],
+        "augment": int(result["augment"]),
         "fragments": int(result["tree"].n_fragments),
         "edges": int(result["graph"].n_edges),
         "peak_gb_per_worker_sampled": max(sampled, default=0) / 1e9,
         "peak_gb_per_worker_reported": max(reported, default=0) / 1e9,
         "driver_peak_gb": sampler.driver / 1e9,
+        "work_folder_gb": scratch.get("gb", 0.0),
+        "store_gb": disk_gb(out),
     }
 
 
+def disk_gb(path: Path) -> float:
+    """Bytes on disk under a folder (allocated blocks), in GB."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total / 1e9
+
+
+# Runs the export command as its only child: that child's peak resident memory is then
+# this wrapper's RUSAGE_CHILDREN figure (the benchmark's own children, the dask
+# workers, would count in the benchmark process's).
 _EXPORT = """
-import json, resource, sys, time
-from napari_connectome.io import read_segmentation_store
-from napari_connectome.io.export import export_labels
-stored = read_segmentation_store(sys.argv[1])
+import json, resource, subprocess, sys, time
 start = time.perf_counter()
-export_labels(stored.segmentation, sys.argv[2], voxel_size=stored.voxel_size)
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+if done.returncode:
+    sys.exit(f"export failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 print(json.dumps({"seconds": seconds, "peak_gb": peak / 1e9}))
 """
 
 
+def export_command(store: Path, dest: Path) -> list[str]:
+    """``napari-connectome export STORE --labels DEST``, as a user runs it."""
+    script = Path(sys.executable).with_name("napari-connectome")
+    if script.is_file():
+        return [str(script), "export", str(store), "--labels", str(dest)]
+    code = "import sys; from napari_connectome.cli import main; sys.exit(main())"
+    return [sys.executable, "-c", code, "export", str(store), "--labels", str(dest)]
+
+
 def export(store: Path, dest: Path) -> dict:
+    """Time the export command in a fresh process (start included) and take its peak RSS."""
     shutil.rmtree(dest, ignore_errors=True)
     done = subprocess.run(
-        [sys.executable, "-c", _EXPORT, str(store), str(dest)],
-        check=True,
+        [sys.executable, "-c", _EXPORT, *export_command(store, dest)],
         capture_output=True,
         text=True,
     )
+    if done.returncode:
+        raise SystemExit(f"the export step failed: {done.stderr.strip()[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def export_only(store: Path, as_json: bool) -> int:
     """Run the export step alone on an existing store (step 3 of the module docstring)."""
-    from napari_connectome.io import read_segmentation_store
+    import zarr
 
-    shape = read_segmentation_store(store).shape
+    shape = tuple(zarr.open_group(str(store), mode="r")["segmentation"].shape)
     gvox = float(np.prod(shape)) / 1e9
     with tempfile.TemporaryDirectory(prefix="nc-scale-export-") as work:
         exp = export(store, Path(work) / "labels.ome.zarr")
@@ -226,7 +268,17 @@ def main(argv=None) -> int:
         metavar="N",
         help="block size Z Y X (default: the blockwise default)",
     )
+    parser.add_argument(
+        "--augment",
+        type=int,
+        default=None,
+        choices=(1, 2, 4, 8),
+        help="test-time views per tile (default: the model's default, as users get)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--json-out", default=None, metavar="FILE", help="also write the JSON object to FILE"
+    )
     parser.add_argument(
         "--export-store",
         default=None,
@@ -240,6 +292,7 @@ def main(argv=None) -> int:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="nc-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     gvox = float(np.prod(shape)) / 1e9
+    begin = time.perf_counter()
     try:
         log(f"writing a {shape} phantom ({gvox:.3f} Gvox) to {work / 'phantom.zarr'}")
         gen = write_phantom(work / "phantom.zarr", shape)
@@ -247,11 +300,27 @@ def main(argv=None) -> int:
         for workers in (1, 2):
             log(f"segmenting blockwise with {workers} worker(s)")
             runs[workers] = segment(
-                f"{work / 'phantom.zarr'}:raw", work / "seg.zarr", workers, args.block_size
+                f"{work / 'phantom.zarr'}:raw",
+                work / "seg.zarr",
+                workers,
+                args.block_size,
+                args.augment,
             )
-            log(f"  {runs[workers]['seconds']:.1f} s")
+            log(f"  {runs[workers]['seconds']:.1f} s {runs[workers]['stages_s']}")
+            if runs[workers]["blocks_resumed"]:
+                log("  warning: blocks were resumed from an earlier run; timings are too low")
         log("exporting the segmentation to OME-Zarr")
-        exp = export(work / "seg.zarr", work / "labels.ome.zarr")
+        try:
+            exp = export(work / "seg.zarr", work / "labels.ome.zarr")
+        except SystemExit as error:  # keep the segmentation figures of the long run
+            log(str(error))
+            exp = {"seconds": float("nan"), "peak_gb": float("nan"), "error": str(error)}
+        disk = {
+            "phantom_gb": disk_gb(work / "phantom.zarr"),
+            "work_folder_gb": max(r["work_folder_gb"] for r in runs.values()),
+            "store_gb": runs[2]["store_gb"],
+            "export_gb": disk_gb(work / "labels.ome.zarr"),
+        }
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
@@ -272,8 +341,12 @@ def main(argv=None) -> int:
         "speedup_2_workers_block_stage": blocks_speedup,
         "peak_gb_per_worker": peak,
         "export": {**exp, "gvox_per_s": gvox / exp["seconds"]},
+        "disk": disk,
+        "total_s": time.perf_counter() - begin,
         "targets": TARGETS,
     }
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(figures, indent=1))
     if args.json:
         print(json.dumps(figures, indent=1))
         return 0
@@ -304,7 +377,13 @@ def main(argv=None) -> int:
     print(f"| export peak memory | {exp['peak_gb']:.2f} GB | < 1 GB |")
     print(
         f"\nfragments {runs[2]['fragments']}, region-graph edges {runs[2]['edges']}, "
-        f"blocks {runs[2]['blocks']} of {runs[2]['block_size']}; phantom written in {gen:.1f} s"
+        f"blocks {runs[2]['blocks']} of {runs[2]['block_size']}, {runs[2]['augment']} "
+        f"test-time view(s) per tile; phantom written in {gen:.1f} s"
+    )
+    print(
+        f"disk: phantom {disk['phantom_gb']:.2f} GB, work folder {disk['work_folder_gb']:.2f} GB, "
+        f"store {disk['store_gb']:.2f} GB, export {disk['export_gb']:.2f} GB; "
+        f"benchmark total {figures['total_s'] / 60:.1f} min"
     )
     return 0
 

@@ -309,3 +309,105 @@ def test_whole_section_normalisation_is_the_models(method):
     for plane, (low, span) in zip(volume, stats, strict=True):
         ours = np.clip((plane - low) / span, 0, 1) if span else np.zeros_like(plane)
         assert np.allclose(ours, normalize_plane(plane, method), atol=1e-5)
+
+
+def test_the_store_is_laid_out_as_the_whole_volume_writer_does(
+    tmp_path, membranes, boundaries_are_raw
+):
+    """Volumes written by the workers: same arrays, chunks, codecs and attributes as
+    ``write_segmentation_store`` gives the same content."""
+    import zarr
+
+    from napari_connectome.io import write_segmentation_store
+
+    path, _ = membranes
+    out = tmp_path / "seg.zarr"
+    # blocks that do not line up with the store's 1 x 512 x 512 chunks
+    result = _blockwise(path, out, (4, 80, 112))
+    stored = read_segmentation_store(out)
+    reference = tmp_path / "reference.zarr"
+    write_segmentation_store(
+        reference,
+        boundaries=np.asarray(stored.boundaries[...]),
+        fragments=np.asarray(stored.fragments[...]),
+        graph=result["graph"],
+        tree=result["tree"],
+        attrs={k: v for k, v in stored.attrs.items() if k != "created"},
+    )
+    ours, theirs = zarr.open_group(str(out), mode="r"), zarr.open_group(str(reference), mode="r")
+    assert {k: v for k, v in ours.attrs.items() if k != "created"} == {
+        k: v for k, v in theirs.attrs.items() if k != "created"
+    }
+    for name in ("boundaries", "fragments", "segmentation"):
+        a, b = ours[name], theirs[name]
+        assert (a.dtype, a.chunks, a.shape) == (b.dtype, b.chunks, b.shape), name
+        assert a.compressors == b.compressors, name
+        assert dict(a.attrs) == dict(b.attrs), name
+        assert np.array_equal(a[...], b[...]), name
+    for group in ("region_graph", "merge_tree"):
+        assert sorted(ours[group].array_keys()) == sorted(theirs[group].array_keys())
+        for name in ours[group].array_keys():
+            assert np.array_equal(ours[group][name][...], theirs[group][name][...]), name
+        assert dict(ours[group].attrs) == dict(theirs[group].attrs)
+    assert not any(p.name.startswith(".seg.zarr") for p in tmp_path.iterdir())
+
+
+def test_write_regions_are_whole_chunks_covering_the_volume():
+    from napari_connectome.blockwise_write import write_regions
+
+    shape, chunks = (7, 300, 260), (2, 64, 128)
+    regions = write_regions(shape, chunks, (3, 100, 100))
+    count = np.zeros(shape, np.int64)
+    for region in regions:
+        count[region] += 1
+        for s, c, n in zip(region, chunks, shape, strict=True):
+            assert s.start % c == 0 and (s.stop % c == 0 or s.stop == n)
+    assert (count == 1).all()
+    assert [r[0] for r in regions[:1]] == [slice(0, 4)]  # 3 rounded up to whole chunks
+
+
+def test_a_failing_write_is_reported_and_the_blocks_kept(
+    tmp_path, membranes, boundaries_are_raw, monkeypatch
+):
+    from napari_connectome import blockwise_write
+
+    path, _ = membranes
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(blockwise_write, "write_region", broken)
+    out = tmp_path / "seg.zarr"
+    with pytest.raises(BlockwiseError, match="writing the store failed.*disk full.*rerun"):
+        _blockwise(path, out, (6, 96, 96), retries=0)
+    assert not out.exists()
+    assert not any(p.name.startswith(".seg.zarr.tmp") for p in tmp_path.iterdir())
+    monkeypatch.undo()
+    monkeypatch.setattr(
+        blockwise_work,
+        "_predict",
+        lambda plan, raw, block: raw.astype(np.float32) / np.float32(255),
+    )
+    result = _blockwise(path, out, (6, 96, 96))
+    assert result["blocks_resumed"] == result["blocks"] == 4
+    assert read_segmentation_store(out).tree.n_fragments == result["tree"].n_fragments
+
+
+def test_test_time_views_reach_the_model_and_are_checked(tmp_path, membranes, monkeypatch):
+    from napari_connectome.models.inference import DEFAULT_AUGMENT
+
+    assert BlockwisePlan("", (), (), (), (), "", "", "", "").augment == DEFAULT_AUGMENT
+    path, _ = membranes
+    seen = []
+
+    def predict(plan, raw, block):
+        seen.append(plan.augment)
+        return raw.astype(np.float32) / np.float32(255)
+
+    monkeypatch.setattr(blockwise_work, "_predict", predict)
+    result = _blockwise(path, tmp_path / "seg.zarr", (6, 96, 96), augment=2)
+    assert set(seen) == {2} and result["augment"] == 2
+    assert read_segmentation_store(tmp_path / "seg.zarr").attrs["model"]["augment"] == 2
+    with pytest.raises(BlockwiseError, match="augment must be one of"):
+        _blockwise(path, tmp_path / "bad.zarr", (6, 96, 96), augment=3)
+    assert not work_folder(tmp_path / "bad.zarr").exists()

@@ -5,9 +5,11 @@ dask.distributed worker, boundary prediction (reading the block grown by the
 model's context), fragments and the block's region graph
 (:func:`~napari_connectome.blockwise_work.run_block`).  The driver then stitches
 the blocks (:mod:`napari_connectome.core.stitching`: ids shifted to be globally
-unique, region-graph edges across block faces from the face-adjacent voxels),
-agglomerates the global graph once, and writes the same segmentation store as
-the whole-volume :func:`~napari_connectome.segmentation.save_result`.
+unique, region-graph edges across block faces from the face-adjacent voxels) and
+agglomerates the global graph once, while the workers write the boundaries and
+the fragments of the store region by region; then the workers write the
+segmentation (:mod:`napari_connectome.blockwise_write`). The store is the one the
+whole-volume :func:`~napari_connectome.segmentation.save_result` writes.
 
 Workers run on a local cluster (``"processes"``, the default, or ``"threads"``)
 or on any running dask.distributed scheduler given its address
@@ -35,7 +37,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .blockwise_stitch import GlobalFragments, load_graph
+from .blockwise_stitch import load_graph
 from .blockwise_work import (
     BlockwisePlan,
     block_done,
@@ -45,6 +47,7 @@ from .blockwise_work import (
     section_normalization,
     work_folder,
 )
+from .blockwise_write import StoreWriter
 from .core.stitching import block_grid
 
 __all__ = [
@@ -269,6 +272,7 @@ def segment_blockwise(
     model_sha256: str = "",
     device: str = "cpu",
     threshold: float | None = None,
+    augment: int | None = None,
     block_size=None,
     scheduler: str = "processes",
     workers: int = 2,
@@ -300,6 +304,11 @@ def segment_blockwise(
     threshold : float, optional
         Merge-score threshold of the stored segmentation (the default of
         :mod:`napari_connectome.segmentation` when omitted).
+    augment : {1, 2, 4, 8}, optional
+        In-plane views the model averages per tile (test-time augmentation), as
+        in :func:`~napari_connectome.segmentation.segment_volume`; the model's
+        default (:data:`~napari_connectome.models.inference.DEFAULT_AUGMENT`)
+        when omitted. The block stage's cost grows about in proportion.
     block_size : sequence of int, optional
         Core size of a block (:func:`default_block_size` when omitted).
     scheduler : str, optional
@@ -318,9 +327,12 @@ def segment_blockwise(
     Returns
     -------
     dict
-        ``path``, ``graph``, ``tree``, ``blocks`` (count), ``blocks_resumed``,
-        ``block_size``, ``halo``, ``seconds`` per stage, ``workers`` (per worker
-        pid: blocks run and peak resident bytes), ``notes``.
+        ``path``, ``graph``, ``tree``, ``threshold``, ``augment``, ``blocks``
+        (count), ``blocks_resumed``,
+        ``block_size``, ``halo``, ``seconds`` per stage (``blocks``; ``stitch``;
+        ``agglomerate``, while the workers write boundaries and fragments;
+        ``write``, the rest of the store), ``workers`` (per worker pid: blocks
+        run and peak resident bytes of the block tasks), ``notes``.
 
     Raises
     ------
@@ -331,7 +343,7 @@ def segment_blockwise(
         If the output exists and ``overwrite`` is False (checked before any work).
     """
     from .core.agglomeration import agglomerate
-    from .io import check_output_path, open_volume, write_segmentation_store
+    from .io import OutputExistsError, check_output_path, open_volume
     from .io.segmentation_store import store_chunks
     from .models.tiling import choose_planes
     from .segmentation import DEFAULT_THRESHOLD
@@ -342,6 +354,7 @@ def segment_blockwise(
         raise BlockwiseError(f"--workers must be a positive whole number; got {workers}")
     scheduler = check_scheduler(scheduler)
     threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    augment = _check_augment(augment)
     volume = open_volume(input)
     input, model = _absolute(input), model if model == "bundled" else str(Path(model).resolve())
     shape = tuple(int(n) for n in volume.shape)
@@ -371,6 +384,7 @@ def segment_blockwise(
         device=str(device),
         work=str(work_folder(output)),
         normalization=normalization,
+        augment=augment,
     )
     seconds = {}
     start = time.perf_counter()
@@ -380,46 +394,51 @@ def segment_blockwise(
     finished = len(blocks) - len(todo)
     report(0.0, f"blocks 0/{len(todo)}" + (f" ({finished} done before)" if finished else ""))
     client, close = open_client(scheduler, workers)
+    writer = None
     try:
         done = _run_blocks(client, plan, todo, retries, lambda f, m: report(0.8 * f, m))
+        seconds["blocks"] = time.perf_counter() - start
+        report(0.8, "stitching blocks")
+        tick = time.perf_counter()
+        graph, offsets, table = load_graph(plan, blocks)
+        stored = {
+            "voxel_size": list(vs),
+            "threshold": threshold,
+            "model": {"name": str(model), "config": model_config, "augment": augment},
+            "blockwise": {
+                "block_size": list(block_size),
+                "halo": list(halo),
+                "scheduler": scheduler,
+                "workers": int(workers),
+            },
+            **(attrs or {}),
+        }
+        writer = StoreWriter(
+            client, plan, blocks, offsets, table, output, stored, retries, overwrite
+        )
+        writer.start_fragments()  # the workers write boundaries and fragments meanwhile
+        seconds["stitch"] = time.perf_counter() - tick
+        report(0.82, "agglomerating")
+        tick = time.perf_counter()
+        tree = agglomerate(graph)
+        seconds["agglomerate"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        try:
+            writer.finish(graph, tree, lambda f, m: report(0.85 + 0.15 * f, m))
+        except OutputExistsError:
+            raise
+        except Exception as error:
+            raise BlockwiseError(
+                f"writing the store failed after {retries} retries: "
+                f"{type(error).__name__}: {error}. Finished blocks are kept in {plan.work}; "
+                "rerun the same command to resume"
+            ) from error
+        writer = None
+        seconds["write"] = time.perf_counter() - tick
     finally:
+        if writer is not None:
+            writer.abort()
         close()
-    seconds["blocks"] = time.perf_counter() - start
-    report(0.8, "stitching blocks")
-    tick = time.perf_counter()
-    graph, offsets, table = load_graph(plan, blocks)
-    seconds["stitch"] = time.perf_counter() - tick
-    report(0.82, "agglomerating")
-    tick = time.perf_counter()
-    tree = agglomerate(graph)
-    seconds["agglomerate"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    import zarr
-
-    scratch = zarr.open_group(str(Path(plan.work) / "scratch.zarr"), mode="r")
-    stored = {
-        "voxel_size": list(vs),
-        "threshold": threshold,
-        "model": {"name": str(model), "config": model_config},
-        "blockwise": {
-            "block_size": list(block_size),
-            "halo": list(halo),
-            "scheduler": scheduler,
-            "workers": int(workers),
-        },
-        **(attrs or {}),
-    }
-    write_segmentation_store(
-        output,
-        boundaries=scratch["boundaries"],
-        fragments=GlobalFragments(scratch["fragments"], blocks, offsets, table),
-        graph=graph,
-        tree=tree,
-        attrs=stored,
-        overwrite=overwrite,
-        progress=lambda f, m: report(0.85 + 0.15 * f, m),
-    )
-    seconds["write"] = time.perf_counter() - tick
     _remove(Path(plan.work))
     per_worker: dict = {}
     for row in done:
@@ -432,6 +451,7 @@ def segment_blockwise(
         "graph": graph,
         "tree": tree,
         "threshold": threshold,
+        "augment": augment,
         "blocks": len(blocks),
         "blocks_resumed": len(blocks) - len(todo) if resumed else 0,
         "block_size": block_size,
@@ -440,6 +460,19 @@ def segment_blockwise(
         "workers": per_worker,
         "notes": notes,
     }
+
+
+def _check_augment(augment) -> int:
+    """Return the number of test-time views: the model's default, or a checked choice."""
+    from .models.inference import DEFAULT_AUGMENT, symmetries
+
+    if augment is None:
+        return int(DEFAULT_AUGMENT)
+    try:
+        symmetries(augment)
+    except ValueError as error:
+        raise BlockwiseError(str(error)) from None
+    return int(augment)
 
 
 def _absolute(spec: str) -> str:

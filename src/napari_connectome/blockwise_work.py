@@ -53,7 +53,7 @@ __all__ = [
     "work_folder",
 ]
 
-_MANIFEST_VERSION = 1
+_MANIFEST_VERSION = 2
 #: Voxels of context (at most the model's halo) around a core for making fragments, so
 #: that a fragment cut by a block face is made alike on both sides and can be joined.
 FRAGMENT_HALO = 32
@@ -87,6 +87,9 @@ class BlockwisePlan:
         The work folder.
     threads : int
         Torch and fragment threads per block task (parallelism comes from the workers).
+    augment : int
+        In-plane views the model averages per tile (test-time augmentation; the
+        default is :data:`~napari_connectome.models.inference.DEFAULT_AUGMENT`).
     normalization : tuple
         Per section ``(low, span)`` of the whole sections
         (:func:`section_normalization`), for volumes predicted section by
@@ -104,10 +107,11 @@ class BlockwisePlan:
     work: str
     threads: int = 1
     normalization: tuple = ()
+    augment: int = 4  # models.inference.DEFAULT_AUGMENT (not imported: no torch here)
 
     def manifest(self) -> dict:
         """Return the settings that decide the blocks' results (the work folder's manifest)."""
-        keep = ("input", "shape", "voxel_size", "block_size", "halo", "model_sha256")
+        keep = ("input", "shape", "voxel_size", "block_size", "halo", "model_sha256", "augment")
         plan = asdict(self)
         out = {key: plan[key] for key in keep}
         out = json.loads(json.dumps(out))  # tuples -> lists, as read back
@@ -363,9 +367,15 @@ def _predict(plan: BlockwisePlan, raw: np.ndarray, block: Block) -> np.ndarray:
         # already normalised: min..max of each plane maps to itself
         identity = {**config, "normalization": {"method": "percentile", "low": 0, "high": 100}}
         return predict_boundaries(
-            normalised, plan.voxel_size, (module, identity), device=plan.device
+            normalised,
+            plan.voxel_size,
+            (module, identity),
+            device=plan.device,
+            augment=plan.augment,
         )
-    return predict_boundaries(raw, plan.voxel_size, (module, config), device=plan.device)
+    return predict_boundaries(
+        raw, plan.voxel_size, (module, config), device=plan.device, augment=plan.augment
+    )
 
 
 def _fragment_halo(plan: BlockwisePlan) -> tuple:
