@@ -333,3 +333,28 @@ def test_synapses_with_blockwise_is_refused_before_any_work(tmp_path, tiny_model
     out = tmp_path / "seg.zarr"
     assert _run(phantom_npz, out, "--model", tiny_model, "--synapses", "--blockwise") == 2
     assert _nothing_written(tmp_path)
+
+
+def test_augment_flag_reaches_the_store_and_matches_the_model_choices(
+    tmp_path, tiny_model, phantom_npz, capsys
+):
+    from napari_connectome.cli import _segment
+    from napari_connectome.models import inference
+
+    assert _segment.AUGMENT_CHOICES == inference.AUGMENT_CHOICES
+    assert _segment.DEFAULT_AUGMENT == inference.DEFAULT_AUGMENT
+    out = tmp_path / "one_view.zarr"
+    assert (
+        main(["segment", str(phantom_npz), str(out), "--model", str(tiny_model), "--augment", "1"])
+        == 0
+    )
+    assert zarr.open_group(str(out), mode="r").attrs["model"]["augment"] == 1
+    default = tmp_path / "four_views.zarr"
+    assert main(["segment", str(phantom_npz), str(default), "--model", str(tiny_model)]) == 0
+    four = zarr.open_group(str(default), mode="r")
+    assert four.attrs["model"]["augment"] == 4
+    one = zarr.open_group(str(out), mode="r")
+    assert not np.array_equal(one["boundaries"][...], four["boundaries"][...])
+    with pytest.raises(SystemExit):
+        main(["segment", str(phantom_npz), str(tmp_path / "x.zarr"), "--augment", "3"])
+    assert "invalid choice" in capsys.readouterr().err

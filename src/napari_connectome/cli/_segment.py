@@ -10,6 +10,11 @@ from pathlib import Path
 from ._common import VOLUME_HELP, CommandError, ProgressLine
 from ._synapses import add_synapse_arguments, check_synapse_arguments, run_synapse_detection
 
+#: ``models.inference.AUGMENT_CHOICES`` and ``DEFAULT_AUGMENT``, repeated so that building
+#: the parser imports no torch (a test checks they agree).
+AUGMENT_CHOICES = (1, 2, 4, 8)
+DEFAULT_AUGMENT = 4
+
 
 def _segment_input(spec: str):
     import numpy as np
@@ -85,11 +90,12 @@ def _segment_model(name: str, device: str):
     return (module, config), info, str(resolved)
 
 
-def _store_attrs(volume, size_from: str, model_info: dict, device: str) -> dict:
+def _store_attrs(volume, size_from: str, model_info: dict, device: str, augment) -> dict:
     """Return the store attributes saying what was segmented, how and with which model."""
+    views = DEFAULT_AUGMENT if augment is None else int(augment)
     return {
         "voxel_size_from": size_from,
-        "model": model_info,
+        "model": {**model_info, "augment": views},
         "device": device,
         "input": volume.source,
         "input_shape": list(volume.shape),
@@ -160,6 +166,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 device=device,
                 threshold=args.threshold,
                 section_correction=args.section_correction,
+                augment=args.augment,
                 progress=lambda f, m: m == "done" or progress(0.9 * f, m),
             )
         except ValueError as error:
@@ -167,7 +174,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         save_result(
             result,
             output,
-            attrs=_store_attrs(volume, size_from, model_info, device),
+            attrs=_store_attrs(volume, size_from, model_info, device, args.augment),
             overwrite=args.overwrite,
             progress=lambda f, m: progress(0.9 + 0.1 * f, m),
         )
@@ -242,11 +249,12 @@ def _cmd_blockwise(args: argparse.Namespace, output: Path, start: float) -> int:
             model_sha256=model_info["sha256"],
             device=device,
             threshold=args.threshold,
+            augment=args.augment,
             block_size=args.block_size,
             scheduler=scheduler,
             workers=workers,
             overwrite=args.overwrite,
-            attrs=_store_attrs(volume, size_from, model_info, device),
+            attrs=_store_attrs(volume, size_from, model_info, device, args.augment),
             progress=progress,
         )
     except KeyboardInterrupt:
@@ -311,6 +319,14 @@ def add_parser(sub) -> None:
         default=None,
         help="merge-score threshold of the written segmentation "
         "(default: napari_connectome.segmentation.DEFAULT_THRESHOLD)",
+    )
+    segment.add_argument(
+        "--augment",
+        type=int,
+        choices=AUGMENT_CHOICES,
+        default=None,
+        help="test-time views averaged per tile: 1 (the plain network, fastest), 2, 4 "
+        "(mirrors; the default) or 8 (mirrors and 90-degree rotations)",
     )
     segment.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     add_synapse_arguments(segment)
