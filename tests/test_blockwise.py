@@ -411,3 +411,25 @@ def test_test_time_views_reach_the_model_and_are_checked(tmp_path, membranes, mo
     with pytest.raises(BlockwiseError, match="augment must be one of"):
         _blockwise(path, tmp_path / "bad.zarr", (6, 96, 96), augment=3)
     assert not work_folder(tmp_path / "bad.zarr").exists()
+
+
+def _child_peaks(_=None):
+    import resource
+
+    from napari_connectome.blockwise_work import peak_resident_bytes
+
+    return peak_resident_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def test_a_spawned_worker_reports_its_own_peak_not_its_parents():
+    import multiprocessing
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("VmHWM is Linux's")
+    big = np.ones(400 * 2**20, dtype=np.uint8)  # the parent's peak grows by 400 MB
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        own, inherited = pool.apply(_child_peaks)
+    del big
+    assert inherited > 400 * 2**20  # ru_maxrss survives the spawn's execve
+    assert own < inherited - 300 * 2**20

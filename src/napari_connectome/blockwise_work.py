@@ -487,12 +487,27 @@ def run_block(plan: BlockwisePlan, block: Block) -> dict:
     tmp = mark.with_name(f".{mark.stem}.{os.getpid()}.tmp.npz")
     np.savez(tmp, origin=np.asarray(block.origin), **arrays)
     os.replace(tmp, mark)  # the done mark appears complete or not at all
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "block": block.name,
         "n_fragments": n,
         "n_edges": graph.n_edges,
         "seconds": time.perf_counter() - start,
         "pid": os.getpid(),
-        "peak_rss": int(peak),
+        "peak_rss": peak_resident_bytes(),
     }
+
+
+def peak_resident_bytes() -> int:
+    """Return this process's peak resident memory in bytes, counted since it started.
+
+    ``VmHWM`` from ``/proc/self/status`` where there is one: ``ru_maxrss`` survives
+    ``execve``, so a worker spawned by a big driver would report the driver's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
