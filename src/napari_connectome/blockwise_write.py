@@ -184,15 +184,9 @@ class StoreWriter:
         self.output, self.retries = Path(output), int(retries)
         self.overwrite, self.token = bool(overwrite), uuid.uuid4().hex[:8]
         shape = tuple(int(n) for n in plan.shape)
-        attrs = dict(attrs)
-        attrs["voxel_size"] = [float(v) for v in attrs["voxel_size"]]
-        attrs.setdefault("axes", ["z", "y", "x"][-len(shape) :])
-        attrs.setdefault("napari_connectome_version", ss._version())
-        attrs.setdefault("created", _now())
-        attrs.setdefault("format", ss.STORE_FORMAT)
-        attrs.setdefault("format_version", ss.STORE_FORMAT_VERSION)
-        attrs["threshold"] = float(attrs["threshold"])
-        self.attrs = ss._jsonable(attrs)
+        if "threshold" not in attrs:
+            raise ValueError("attrs must give the threshold of the written segmentation")
+        self.attrs = ss.complete_store_attrs(attrs, shape)
         self.chunks = ss.store_chunks(shape, attrs["voxel_size"])
         self.regions = write_regions(shape, self.chunks, plan.block_size)
         self.table = np.asarray(table, dtype=np.uint64)
@@ -200,8 +194,7 @@ class StoreWriter:
         self.tmp = _atomic.temporary_sibling(self.output)
         self.root = zarr.open_group(str(self.tmp), mode="w-", zarr_format=2)
         common = {"axes": self.attrs["axes"], "voxel_size": self.attrs["voxel_size"]}
-        extra = {"scale": ss.BOUNDARY_SCALE, "offset": 0.0, "unit": "boundary probability"}
-        self._create("boundaries", np.uint8, {**common, **extra})
+        self._create("boundaries", np.uint8, {**common, **ss.BOUNDARY_ATTRS})
         self._create("fragments", np.uint64, common)
         self.common = common
         self.pending: list = []
@@ -272,11 +265,7 @@ class StoreWriter:
         self._create("segmentation", dtype, {**self.common, "threshold": threshold})
         self.pending += self._submit("segmentation")
         self._wait(report)
-        graph_group = self.root.create_group("region_graph")
-        ss._write_dataclass(graph_group, graph)
-        ss._write_table(graph_group, "mean_score", np.asarray(graph.mean_score, np.float64))
-        ss._write_dataclass(self.root.create_group("merge_tree"), tree)
-        self.root.attrs.update(self.attrs)  # last: a store with its attrs is complete
+        ss.write_tables_and_attrs(self.root, graph, tree, self.attrs)
         _atomic.move_into_place(
             self.tmp, self.output, overwrite=self.overwrite, exists_error=ss.OutputExistsError
         )
@@ -300,9 +289,3 @@ class StoreWriter:
         _atomic.remove_path(self.tmp)
         for name in ("fragment_ids", "segment_ids"):
             _atomic.remove_path(_tables_path(self.plan, f"{name}-{self.token}"))
-
-
-def _now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

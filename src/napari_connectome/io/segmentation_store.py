@@ -62,15 +62,18 @@ from ._atomic import move_into_place, remove_path, temporary_sibling
 from ._common import VolumeError
 
 __all__ = [
+    "BOUNDARY_ATTRS",
     "BOUNDARY_SCALE",
     "STORE_FORMAT",
     "STORE_FORMAT_VERSION",
     "OutputExistsError",
     "StoredSegmentation",
     "check_output_path",
+    "complete_store_attrs",
     "read_segmentation_store",
     "store_chunks",
     "write_segmentation_store",
+    "write_tables_and_attrs",
 ]
 
 #: Value of the root attribute ``format`` that marks a segmentation store.
@@ -79,6 +82,8 @@ STORE_FORMAT = "napari-connectome-segmentation"
 STORE_FORMAT_VERSION = 1
 #: Boundary probability of one step of the stored ``uint8`` boundary map.
 BOUNDARY_SCALE = 1.0 / 255.0
+#: Attributes of the stored ``boundaries`` array (uint8, probability = value x scale).
+BOUNDARY_ATTRS = {"scale": BOUNDARY_SCALE, "offset": 0.0, "unit": "boundary probability"}
 
 _VOLUMES = ("boundaries", "fragments", "segmentation")
 
@@ -253,7 +258,7 @@ def _write_all(root, boundaries, fragments, segmentation, graph, tree, attrs, ch
         boundaries,
         np.uint8,
         chunks,
-        {**common, "scale": BOUNDARY_SCALE, "offset": 0.0, "unit": "boundary probability"},
+        {**common, **BOUNDARY_ATTRS},
         _quantise,
     )
     report(0.3, "writing fragments")
@@ -289,12 +294,70 @@ def _write_all(root, boundaries, fragments, segmentation, graph, tree, attrs, ch
             {**common, "threshold": attrs["threshold"]},
         )
     report(0.9, "writing region graph and merge tree")
+    write_tables_and_attrs(root, graph, tree, attrs)
+    report(1.0, "written")
+
+
+def write_tables_and_attrs(root, graph: RegionGraph, tree: MergeTree, attrs: dict) -> None:
+    """Write a store's region graph and merge tree, then its attributes.
+
+    The attributes go last: a store with its attributes is a complete store.
+
+    Parameters
+    ----------
+    root : zarr.Group
+        The (temporary) store being written, its volumes already written.
+    graph : RegionGraph
+        The region graph.
+    tree : MergeTree
+        Its merge order.
+    attrs : dict
+        Root attributes, as :func:`complete_store_attrs` returns them.
+    """
     rg = root.create_group("region_graph")
     _write_dataclass(rg, graph)
     _write_table(rg, "mean_score", np.asarray(graph.mean_score, dtype=np.float64))
     _write_dataclass(root.create_group("merge_tree"), tree)
-    root.attrs.update(attrs)  # last: a store with its attrs is a complete store
-    report(1.0, "written")
+    root.attrs.update(attrs)
+
+
+def complete_store_attrs(attrs, shape) -> dict:
+    """Check a store's root attributes and fill in what every store records.
+
+    Parameters
+    ----------
+    attrs : mapping
+        Attributes; ``voxel_size`` (nm, one per axis) is required.
+    shape : sequence of int
+        The volume's shape.
+
+    Returns
+    -------
+    dict
+        JSON-ready attributes with ``axes``, ``napari_connectome_version``,
+        ``created``, ``format`` and ``format_version`` set when absent, and
+        ``voxel_size`` and ``threshold`` (when given) as floats.
+
+    Raises
+    ------
+    ValueError
+        Without a voxel size, or with one that does not fit the shape.
+    """
+    attrs = dict(attrs or {})
+    if "voxel_size" not in attrs:
+        raise ValueError("attrs must give the voxel_size (nm)")
+    voxel_size = [float(v) for v in attrs["voxel_size"]]
+    if len(voxel_size) != len(shape):
+        raise ValueError(f"voxel_size {voxel_size} does not match the shape {tuple(shape)}")
+    attrs["voxel_size"] = voxel_size
+    attrs.setdefault("axes", ["z", "y", "x"][-len(shape) :])
+    attrs.setdefault("napari_connectome_version", _version())
+    attrs.setdefault("created", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+    attrs.setdefault("format", STORE_FORMAT)
+    attrs.setdefault("format_version", STORE_FORMAT_VERSION)
+    if "threshold" in attrs:
+        attrs["threshold"] = float(attrs["threshold"])
+    return _jsonable(attrs)
 
 
 def write_segmentation_store(
@@ -356,29 +419,15 @@ def write_segmentation_store(
     """
     path = check_output_path(path, overwrite=overwrite)
     report = progress or (lambda fraction, message: None)
-    attrs = dict(attrs or {})
     shape = tuple(int(n) for n in boundaries.shape)
     if len(shape) not in (2, 3):
         raise ValueError(f"expected a 2D or 3D segmentation state; got shape {shape}")
     if tuple(fragments.shape) != shape:
         raise ValueError(f"fragments shape {tuple(fragments.shape)} does not match {shape}")
-    if "voxel_size" not in attrs:
-        raise ValueError("attrs must give the voxel_size (nm)")
-    voxel_size = [float(v) for v in attrs["voxel_size"]]
-    if len(voxel_size) != len(shape):
-        raise ValueError(f"voxel_size {voxel_size} does not match the shape {shape}")
+    attrs = complete_store_attrs(attrs, shape)
     if segmentation is None and "threshold" not in attrs:
         raise ValueError("attrs must give the threshold when no segmentation is passed")
-    attrs["voxel_size"] = voxel_size
-    attrs.setdefault("axes", ["z", "y", "x"][-len(shape) :])
-    attrs.setdefault("napari_connectome_version", _version())
-    attrs.setdefault("created", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
-    attrs.setdefault("format", STORE_FORMAT)
-    attrs.setdefault("format_version", STORE_FORMAT_VERSION)
-    if "threshold" in attrs:
-        attrs["threshold"] = float(attrs["threshold"])
-    attrs = _jsonable(attrs)
-    chunks = store_chunks(shape, voxel_size)
+    chunks = store_chunks(shape, attrs["voxel_size"])
 
     import zarr
 
