@@ -30,6 +30,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from .lazy_state import full_key
+
 __all__ = ["CACHE_BYTES", "MAX_READ_BYTES", "LazyLabels"]
 
 #: Bytes of fragment blocks a :class:`LazyLabels` keeps for redraws.
@@ -243,14 +245,7 @@ class LazyLabels:
         return np.take(self.state.table, frags)
 
     def __getitem__(self, key):
-        if not isinstance(key, tuple):
-            key = (key,)
-        if any(k is Ellipsis for k in key):
-            i = next(i for i, k in enumerate(key) if k is Ellipsis)
-            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1 :]
-        if len(key) > self.ndim:
-            raise IndexError(f"too many indices for a {self.ndim}D labels volume")
-        key = key + (slice(None),) * (self.ndim - len(key))
+        key = full_key(key, self.ndim)
         if any(isinstance(k, np.ndarray | list) and np.ndim(k) > 0 for k in key):
             if any(isinstance(k, slice) for k in key):
                 raise IndexError(

@@ -34,25 +34,51 @@ __all__ = [
     "CorrectedStore",
     "PatchedVolume",
     "ScaledVolume",
+    "full_key",
     "lazy_state_from_store",
     "open_corrected",
 ]
 
 
-def _box(key, shape) -> tuple[slice, ...] | None:
-    """Normalise a key of slices (or a shorter tuple) to full slices; None if not slices."""
+def full_key(key, ndim: int) -> tuple:
+    """Return an index key as one entry per axis: ``...`` expanded, missing axes ``:``.
+
+    Parameters
+    ----------
+    key : object
+        What ``volume[key]`` was given.
+    ndim : int
+        Number of axes of the volume.
+
+    Returns
+    -------
+    tuple
+        ``ndim`` entries.
+
+    Raises
+    ------
+    IndexError
+        With more than one ellipsis, or more entries than axes.
+    """
     if not isinstance(key, tuple):
         key = (key,)
     if any(k is Ellipsis for k in key):
         if sum(k is Ellipsis for k in key) > 1:
             raise IndexError("an index can only have a single ellipsis")
         i = next(i for i, k in enumerate(key) if k is Ellipsis)
-        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1 :]
-    if not all(isinstance(k, slice) for k in key):
+        key = key[:i] + (slice(None),) * (ndim - len(key) + 1) + key[i + 1 :]
+    if len(key) > ndim:
+        raise IndexError(f"too many indices for a {ndim}D volume")
+    return key + (slice(None),) * (ndim - len(key))
+
+
+def _box(key, shape) -> tuple[slice, ...] | None:
+    """Normalise a key of slices (or a shorter tuple) to full slices; None if not slices."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if not all(isinstance(k, slice) or k is Ellipsis for k in key):
         return None
-    if len(key) > len(shape):
-        raise IndexError(f"too many indices for a {len(shape)}D volume")
-    key = key + (slice(None),) * (len(shape) - len(key))
+    key = full_key(key, len(shape))
     out = []
     for k, n in zip(key, shape, strict=True):
         start, stop, step = k.indices(n)
