@@ -56,7 +56,6 @@ PHANTOMS = (
     ("phantom FIB-SEM 8 nm (seed 20003)", (160, 160, 160), (8.0, 8.0, 8.0), 20003),
 )
 SWEEP = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
-FACES = ndi.generate_binary_structure(3, 1)
 TARGETS = {"phantom_f1": 0.9, "real_f1": 0.75, "partner_accuracy": 0.9, "update_ms": 100.0}
 
 
@@ -100,7 +99,7 @@ def detection_block(syn, voxel, truth) -> dict:
 
 
 def real_sets(data_dir: Path, model) -> list[dict]:
-    from napari_connectome.core.synapse_metrics import detection_scores
+    from napari_connectome.core.synapse_metrics import detection_scores, synapse_regions
 
     out = []
     for name, file, voxel, held in REAL:
@@ -111,7 +110,7 @@ def real_sets(data_dir: Path, model) -> list[dict]:
         with np.load(path) as archive:
             raw = np.asarray(archive["raw"][held])
             ids = np.asarray(archive["synapses"][held])
-        truth = ndi.label(ids > 0, structure=FACES)[0]
+        truth = synapse_regions(ids)
         log(f"{name}: predicting {raw.shape}")
         syn, _, seconds = predict(raw, voxel, model)
         block = detection_block(syn, voxel, truth)

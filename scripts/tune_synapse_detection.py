@@ -61,6 +61,7 @@ TRAINING_PHANTOMS = (
 
 def training_maps(model, data_dir: Path) -> list[dict]:
     """Predict the synapse maps of the training data, with their truth."""
+    from napari_connectome.core.synapse_metrics import synapse_regions
     from napari_connectome.models.synapse_inference import predict_synapse_maps
     from napari_connectome.synthetic import make_phantom
 
@@ -72,7 +73,7 @@ def training_maps(model, data_dir: Path) -> list[dict]:
             continue
         with np.load(path) as archive:
             raw, ids = archive["raw"][sections], archive["synapses"][sections]
-        truth = ndi.label(ids > 0, structure=FACES)[0]
+        truth = synapse_regions(ids)
         synapse, _ = predict_synapse_maps(raw, voxel, model, device="cpu")
         sets.append(
             {

@@ -6,6 +6,7 @@ from napari_connectome.core.synapse_metrics import (
     match_synapses,
     partner_accuracy,
     synapse_positions,
+    synapse_regions,
     truth_partner_rows,
 )
 
@@ -96,3 +97,16 @@ def test_truth_rows_in_nm():
     out = truth_partner_rows(table, (40.0, 4.0, 2.0))
     assert (out["z"][0], out["y"][0], out["x"][0]) == (80.0, 12.0, 8.0)
     assert table["z"][0] == 2.0  # the input is not changed
+
+
+def test_regions_join_touching_ids_and_split_a_mask():
+    annotation = np.zeros((2, 6, 6), np.uint8)
+    annotation[0, 1, 1:3] = [227, 254]  # ISBI: one synapse cut into touching ids
+    annotation[1, 1, 1] = 12  # the same region one section below
+    annotation[0, 4, 4] = 1  # a second synapse, apart
+    annotation[1, 4, 5] = 1  # touches it only at an edge: not face-connected
+    regions = synapse_regions(annotation)
+    assert regions.max() == 3
+    assert regions[0, 1, 1] == regions[0, 1, 2] == regions[1, 1, 1]
+    assert regions[0, 4, 4] != regions[1, 4, 5]
+    assert np.all((regions > 0) == (annotation > 0))

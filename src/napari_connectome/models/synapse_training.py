@@ -226,13 +226,12 @@ def validation_sets(data_dir, seed: int = 0, phantom_shape=(24, 384, 384)) -> li
         ``{"name", "raw", "truth" (synapse ids), "voxel_size", "sections"}``, plus
         ``"neurons"`` and ``"table"`` for phantoms.
     """
-    from scipy import ndimage as ndi
+    from ..core.synapse_metrics import synapse_regions
 
     sources = default_synapse_sources(data_dir) if data_dir else []
     sets = held_out_volumes(sources, truth=lambda s, archive: np.asarray(archive[s.membranes]))
-    for item in sets:
-        if set(np.unique(item["truth"])) <= {0, 1, 255}:  # a mask: its 3D components
-            item["truth"] = ndi.label(item["truth"] > 0)[0]  # are the synapses
+    for item in sets:  # a synapse is a connected region (ISBI's ids cut regions in pieces)
+        item["truth"] = synapse_regions(item["truth"])
     for ph in phantom_synapse_volumes(2, phantom_shape, seed + 10_000):
         p = ph["phantom"]
         sets.append(
