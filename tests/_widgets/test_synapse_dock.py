@@ -189,6 +189,17 @@ def test_no_synapses_found(make_napari_viewer, qtbot):
     assert dock.table.rowCount() == 0 and dock.matrix.rowCount() == 0
 
 
+def test_peak_threshold_reaches_the_detection(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    dock = make_dock(viewer, *scene())
+    assert dock.peak_probability.value == pytest.approx(0.95)  # the bundled model's default
+    dock.peak_probability.value = 0.9
+    assert run(dock, qtbot).startswith("Done: 2 synapses")
+    assert dock.result.settings["peak_threshold"] == pytest.approx(0.9)
+    dock.peak_probability.value = 1.0  # no voxel is that sure: nothing is kept
+    assert "no synapses found" in run(dock, qtbot)
+
+
 def test_a_cropped_segmentation_limits_the_run(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     raw, seg = scene()

@@ -32,6 +32,9 @@ def test_arguments():
         check_synapse_arguments(parse("--synapse-threshold", "1.5"))
     with pytest.raises(CommandError, match=">= 0"):
         check_synapse_arguments(parse("--synapse-min-size", "-1"))
+    assert parse("--synapse-peak-threshold", "0.9").synapse_peak_threshold == 0.9
+    with pytest.raises(CommandError, match=r"peak-threshold must be in \(0, 1\]"):
+        check_synapse_arguments(parse("--synapse-peak-threshold", "0"))
     with pytest.raises(CommandError, match="no such synapse model file"):
         check_synapse_arguments(parse("--synapse-model", "/nonexistent.safetensors"))
 
@@ -46,23 +49,40 @@ def phantom_store(tmp_path_factory, phantom_segmentation, write_store):
     return ph, store
 
 
-def test_a_model_that_finds_nothing_writes_an_empty_table(phantom_store, tmp_path):
+def constant_model(path, logit: float):
+    """A synapse model file whose probability is ``sigmoid(logit)`` everywhere."""
     from napari_connectome.models.synapse_inference import SYNAPSE_OUTPUT
     from napari_connectome.models.unet import build_model, default_config
     from napari_connectome.models.weights import save_model
 
-    ph, store = phantom_store
     config = default_config(out_channels=2, output=SYNAPSE_OUTPUT, base_channels=4, depth=2)
     model = build_model(config)
     for p in model.parameters():
         p.data.zero_()
-    model.head.bias.data.fill_(-5.0)  # probability 0.007 everywhere
-    path = save_model(model, config, tmp_path / "never.safetensors")
+    model.head.bias.data.fill_(logit)
+    return save_model(model, config, path)
+
+
+def test_a_model_that_finds_nothing_writes_an_empty_table(phantom_store, tmp_path):
+    ph, store = phantom_store
+    path = constant_model(tmp_path / "never.safetensors", -5.0)  # probability 0.007
     args = parse("--synapses", "--synapse-model", str(path))
     summary = run_synapse_detection(args, store, ph.raw, VOXEL, lambda f, m: None)
     assert "no synapses found" in summary and "empty synapse table" in summary
     assert has_synapses(store)
     assert len(read_synapse_store(store).detections) == 0
+
+
+def test_peak_threshold_option_decides_what_is_kept(phantom_store, tmp_path):
+    ph, store = phantom_store
+    path = constant_model(tmp_path / "lukewarm.safetensors", 2.2)  # probability 0.90
+    common = ("--synapses", "--synapse-model", str(path), "--synapse-threshold", "0.5")
+    summary = run_synapse_detection(parse(*common), store, ph.raw, VOXEL, lambda f, m: None)
+    assert "no synapses found" in summary  # never reaches the default peak, 0.95
+    args = parse(*common, "--synapse-peak-threshold", "0.85")
+    summary = run_synapse_detection(args, store, ph.raw, VOXEL, lambda f, m: None)
+    assert summary.startswith("1 synapses"), summary  # the whole volume is one object
+    assert read_synapse_store(store).attrs["settings"]["peak_threshold"] == 0.85
 
 
 def test_not_a_synapse_model(phantom_store):

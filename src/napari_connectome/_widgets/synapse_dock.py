@@ -114,7 +114,18 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
             value=DETECTION_DEFAULTS["threshold"],
             tooltip=(
                 "synapse probability from which a voxel belongs to a synapse (an object"
-                " must also reach the peak threshold, 0.95)"
+                " must also reach the peak threshold)"
+            ),
+        )
+        self.peak_probability = FloatSpinBox(
+            label="peak threshold",
+            min=0.05,
+            max=1.0,
+            step=0.01,
+            value=DETECTION_DEFAULTS["peak_threshold"],
+            tooltip=(
+                "an object is kept only where its probability reaches this somewhere: lower"
+                " it when clear synapses are missed, raise it against false detections"
             ),
         )
         self.min_size = FloatSpinBox(
@@ -159,6 +170,7 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
                 self.scope,
                 self.voxel_size,
                 self.probability,
+                self.peak_probability,
                 self.min_size,
                 self.controls,
                 self.threshold,
@@ -247,7 +259,11 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
         image, labels, region = ctx["image"], ctx["labels"], ctx["region"]
         labels_region = shifted(region, ctx["offset"])
         model, device, voxel_size = ctx["model"], ctx["device"], ctx["run_voxel_size"]
-        settings = {"threshold": ctx["probability"], "min_size_nm3": ctx["min_size"]}
+        settings = {
+            "threshold": ctx["probability"],
+            "peak_threshold": ctx["peak_probability"],
+            "min_size_nm3": ctx["min_size"],
+        }
 
         def work(report, should_stop):
             report(0.0, "Reading the image and the segmentation...")
@@ -310,6 +326,7 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
             "model": model,
             "device": device,
             "probability": float(self.probability.value),
+            "peak_probability": float(self.peak_probability.value),
             "min_size": min_size,
             "where": describe_region(region, shape),
         }

@@ -37,6 +37,15 @@ def add_synapse_arguments(parser) -> None:
         ),
     )
     group.add_argument(
+        "--synapse-peak-threshold",
+        type=float,
+        default=None,
+        help=(
+            "probability an object must reach somewhere to be kept (default 0.95; lower "
+            "it when clear synapses are missed)"
+        ),
+    )
+    group.add_argument(
         "--synapse-min-size",
         type=float,
         default=None,
@@ -56,7 +65,8 @@ def check_synapse_arguments(args) -> None:
     Raises
     ------
     CommandError
-        For a threshold outside (0, 1), a negative size floor or a missing model file.
+        For a threshold outside (0, 1), a peak threshold outside (0, 1], a negative
+        size floor or a missing model file.
     """
     from pathlib import Path
 
@@ -65,6 +75,9 @@ def check_synapse_arguments(args) -> None:
     t = getattr(args, "synapse_threshold", None)
     if t is not None and not (math.isfinite(t) and 0 < t < 1):
         raise CommandError(f"--synapse-threshold must be between 0 and 1; got {t}")
+    peak = getattr(args, "synapse_peak_threshold", None)
+    if peak is not None and not (math.isfinite(peak) and 0 < peak <= 1):
+        raise CommandError(f"--synapse-peak-threshold must be in (0, 1]; got {peak}")
     s = getattr(args, "synapse_min_size", None)
     if s is not None and not (math.isfinite(s) and s >= 0):
         raise CommandError(f"--synapse-min-size must be >= 0 (nm^3); got {s}")
@@ -91,7 +104,8 @@ def run_synapse_detection(args, store_path, raw, voxel_size, report) -> str:
     Parameters
     ----------
     args : argparse.Namespace
-        ``synapse_model``, ``synapse_threshold``, ``synapse_min_size``, ``device``.
+        ``synapse_model``, ``synapse_threshold``, ``synapse_peak_threshold``,
+        ``synapse_min_size``, ``device``.
     store_path : str or pathlib.Path
         The segmentation store just written.
     raw : array-like
@@ -138,6 +152,7 @@ def run_synapse_detection(args, store_path, raw, voxel_size, report) -> str:
             model=model,
             device=getattr(args, "device", "auto"),
             threshold=args.synapse_threshold,
+            peak_threshold=getattr(args, "synapse_peak_threshold", None),
             min_size_nm3=args.synapse_min_size,
             progress=report,
         )
