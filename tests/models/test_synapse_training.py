@@ -102,11 +102,15 @@ def test_validation_scores_and_command_line(tmp_path, capsys):
         "64",
         "--init-weights",
         "none",
+        "--pre-weight",
+        "0.25",
         "--threads",
         "1",
         "--no-validate",
     ]
     assert training_main(args, prog="napari-connectome train") == 0
+    trained = json.loads(record_path(cfg.output).read_text())["training_config"]
+    assert trained["pre_weight"] == 0.25
     assert load_synapse_model(cfg.output)[1]["out_channels"] == 2
     scores = validate_synapse_model(cfg.output, data, phantom_shape=(6, 64, 64))
     isbi = scores["isbi2012_cardona_3d"]

@@ -319,6 +319,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         "--max-minutes", type=float, help="stop training after this wall time (minutes)"
     )
     parser.add_argument(
+        "--pre-weight",
+        type=float,
+        default=SynapseTrainingConfig.pre_weight,
+        help="weight of the presynaptic-side channel's loss (default 0.5)",
+    )
+    parser.add_argument(
         "--validate-only",
         action="store_true",
         help="only score the existing --output weights and update the record",
@@ -340,6 +346,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         **config_arguments(args),
         init_weights=None if args.init_weights == "none" else args.init_weights,
         max_minutes=args.max_minutes,
+        pre_weight=args.pre_weight,
     )
     return run_training(train_synapses, config)
 
