@@ -14,8 +14,9 @@ phantom: the serial-section phantoms pooled and the FIB-SEM phantoms pooled) the
 of F1 / target (targets 0.75 real, 0.9 phantom), and the setting whose worse domain
 is the best. (The model's probabilities run hotter on real sections than on
 phantoms, so the settings that suit one domain hurt the other.) Then, at that
-setting, it compares the presynaptic weightings
-(``pre_power``) of :func:`~napari_connectome.core.synapses.assign_partners` on the
+setting, it compares the partner settings of
+:func:`~napari_connectome.core.synapses.assign_partners` (presynaptic weighting
+``pre_power``, postsynaptic share ``post_fraction``, zone radius ``reach_nm``) on the
 training phantoms. It prints the tables and the values to put in
 ``DETECTION_DEFAULTS``.
 
@@ -44,7 +45,9 @@ OLD_DEFAULT = (0.95, 0.95, 5e4, 200.0)
 PEAKS = (0.9, 0.95, 0.97)
 MIN_SIZES_NM3 = (5e4, 2e5, 5e5, 1e6)
 NMS_NM = (200.0, 300.0, 400.0)
-PRE_POWERS = (1.0, 2.0, 3.0, 4.0)
+PRE_POWERS = (1.0, 2.0, 4.0)
+POST_FRACTIONS = (0.08, 0.15, 0.25)
+REACHES_NM = (60.0, 120.0, 200.0)
 TARGET = {"real": 0.75, "phantom": 0.9}
 FACES = ndi.generate_binary_structure(3, 1)
 TRAINING_SECTIONS = {
@@ -224,21 +227,36 @@ def main() -> None:
             f"F1 {sc['f1']:.3f}"
         )
     print("\npartners on the training phantoms (true neurons as the segmentation):")
-    for power in PRE_POWERS:
+    print("| pre_power | post_fraction | reach (nm) | partner accuracy | presynaptic right |")
+    print("|---:|---:|---:|---:|---:|")
+    phantoms = [s for s in sets if s["kind"] == "phantom"]
+    results = {}
+    for power, fraction, reach in itertools.product(PRE_POWERS, POST_FRACTIONS, REACHES_NM):
         right = pre_right = matched = 0
-        for s in sets:
-            if s["kind"] != "phantom":
-                continue
+        for s in phantoms:
             ph = s["phantom"]
-            table = assign_partners(s["found"], ph.neurons, s["pre"], pre_power=power)
+            table = assign_partners(
+                s["found"],
+                ph.neurons,
+                s["pre"],
+                pre_power=power,
+                post_fraction=fraction,
+                reach_nm=reach,
+            )
             acc = partner_accuracy(table, truth_partner_rows(ph.synapse_table, s["voxel"]))
             right += acc["accuracy"] * acc["matched"]
             pre_right += acc["pre_accuracy"] * acc["matched"]
             matched += acc["matched"]
+        results[power, fraction, reach] = right / max(matched, 1)
         print(
-            f"  pre_power {power:g}: partner accuracy {right / max(matched, 1):.3f}, "
-            f"presynaptic {pre_right / max(matched, 1):.3f} ({matched} TP)"
+            f"| {power:g} | {fraction:g} | {reach:g} | {right / max(matched, 1):.3f} | "
+            f"{pre_right / max(matched, 1):.3f} |"
         )
+    power, fraction, reach = max(results, key=results.get)
+    print(
+        f"\nchosen partners: pre_power={power:g}, post_fraction={fraction:g}, "
+        f"reach_nm={reach:g} ({matched} TP)"
+    )
 
 
 if __name__ == "__main__":
