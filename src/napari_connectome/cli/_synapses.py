@@ -32,7 +32,7 @@ def add_synapse_arguments(parser) -> None:
         type=float,
         default=None,
         help=(
-            "synapse probability threshold (default 0.8; an object must also reach 0.95"
+            "synapse probability threshold (default 0.7; an object must also reach 0.95"
             " somewhere; chosen for the bundled model)"
         ),
     )
@@ -50,7 +50,7 @@ def add_synapse_arguments(parser) -> None:
         type=float,
         default=None,
         metavar="NM3",
-        help="smallest synapse kept, in nm^3 (default 5e4)",
+        help="smallest synapse kept, in nm^3 (default 5e5)",
     )
 
 

@@ -16,7 +16,7 @@ voxels is kept once, from the prediction:
 
 - contact probes: the synapse's own voxels (both sides of the cleft);
 - zone probes: the voxels within ``reach_nm`` of it, each weighted by the
-  squared presynaptic-side probability (the network's second channel).
+  presynaptic-side probability to the fourth power (the network's second channel).
 
 The presynaptic segment is the one holding the most presynaptic weight; the
 postsynaptic segments are the other segments holding at least
@@ -57,11 +57,11 @@ _FACES_3D = ndi.generate_binary_structure(3, 1)
 #: ``scripts/tune_synapse_detection.py``: the setting whose worse domain (real sections
 #: or phantoms, mean F1 / target) is the best. Its probabilities are not calibrated
 #: (class-balanced loss), hence the high thresholds; the peak threshold keeps a cleft
-#: whole at 0.8 while needing a confident core.
+#: whole at 0.7 while needing a confident core.
 DETECTION_DEFAULTS = {
-    "threshold": 0.8,
+    "threshold": 0.7,
     "peak_threshold": 0.95,
-    "min_size_nm3": 5.0e4,
+    "min_size_nm3": 5.0e5,
     "nms_distance_nm": 200.0,
 }
 
@@ -487,10 +487,10 @@ def assign_partners(
     presynaptic: np.ndarray | None = None,
     *,
     table=None,
-    reach_nm: float = 120.0,
+    reach_nm: float = 60.0,
     post_fraction: float = 0.15,
     min_contacts: int = 3,
-    pre_power: float = 2.0,
+    pre_power: float = 4.0,
 ) -> SynapseTable:
     """Find the presynaptic and postsynaptic segments of every synapse.
 
