@@ -192,7 +192,7 @@ def test_no_synapses_found(make_napari_viewer, qtbot):
 def test_peak_threshold_reaches_the_detection(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     dock = make_dock(viewer, *scene())
-    assert dock.peak_probability.value == pytest.approx(0.95)  # the bundled model's default
+    assert dock.peak_probability.value == pytest.approx(0.97)  # the bundled model's default
     dock.peak_probability.value = 0.9
     assert run(dock, qtbot).startswith("Done: 2 synapses")
     assert dock.result.settings["peak_threshold"] == pytest.approx(0.9)

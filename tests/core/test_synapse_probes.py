@@ -27,8 +27,8 @@ def test_contact_and_zone_probes():
     assert set(zone[:, 0].tolist()) == {1}
     assert zone[:, 2].min() == 38 - 5 and zone[:, 2].max() == 41 + 5
     np.testing.assert_allclose(probes.pre[contact], 0.0)
-    # zone probes weigh the presynaptic probability to the fourth power by default
-    np.testing.assert_allclose(probes.pre[~contact], np.where(zone[:, 2] < 38, 0.7**4, 0.0))
+    # zone probes weigh the squared presynaptic probability by default
+    np.testing.assert_allclose(probes.pre[~contact], np.where(zone[:, 2] < 38, 0.49, 0.0))
     assert np.all(probes.synapse == 0)
     linear = partner_probes(det, pre, reach_nm=20.0, max_probes=10_000, pre_power=1.0)
     expected = np.where(zone[:, 2] < 38, 0.7, 0.0)

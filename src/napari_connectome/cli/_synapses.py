@@ -32,7 +32,7 @@ def add_synapse_arguments(parser) -> None:
         type=float,
         default=None,
         help=(
-            "synapse probability threshold (default 0.7; an object must also reach 0.95"
+            "synapse probability threshold (default 0.5; an object must also reach 0.97"
             " somewhere; chosen for the bundled model)"
         ),
     )
@@ -41,7 +41,7 @@ def add_synapse_arguments(parser) -> None:
         type=float,
         default=None,
         help=(
-            "probability an object must reach somewhere to be kept (default 0.95; lower "
+            "probability an object must reach somewhere to be kept (default 0.97; lower "
             "it when clear synapses are missed)"
         ),
     )

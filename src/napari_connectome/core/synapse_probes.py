@@ -3,7 +3,7 @@
 Around each synapse a fixed set of voxels is picked once, from the prediction:
 contact probes (the synapse's own voxels) and zone probes (voxels within
 ``reach_nm``, weighted by the presynaptic-side probability raised to
-``pre_power``: a high power favours the segment with a few confident presynaptic
+``pre_power``: squaring favours the segment with a few confident presynaptic
 voxels over a large segment with many lukewarm ones). See
 :class:`~napari_connectome.core.synapses.SynapseTable`.
 
@@ -49,7 +49,7 @@ def partner_probes(
     reach_nm: float = 60.0,
     max_probes: int = 256,
     seed: int = 0,
-    pre_power: float = 4.0,
+    pre_power: float = 2.0,
 ) -> PartnerProbes:
     """Pick the probe voxels of every synapse (done once, from the prediction).
 
@@ -69,7 +69,7 @@ def partner_probes(
     seed : int
         Seed of that subset.
     pre_power : float
-        Each zone probe weighs ``presynaptic ** pre_power`` (4 by default, chosen on
+        Each zone probe weighs ``presynaptic ** pre_power`` (2 by default, chosen on
         training phantoms: it picks the right presynaptic neuron more often than 1).
 
     Returns

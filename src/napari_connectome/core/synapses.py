@@ -16,7 +16,7 @@ voxels is kept once, from the prediction:
 
 - contact probes: the synapse's own voxels (both sides of the cleft);
 - zone probes: the voxels within ``reach_nm`` of it, each weighted by the
-  presynaptic-side probability to the fourth power (the network's second channel).
+  squared presynaptic-side probability (the network's second channel).
 
 The presynaptic segment is the one holding the most presynaptic weight; the
 postsynaptic segments are the other segments holding at least
@@ -57,10 +57,10 @@ _FACES_3D = ndi.generate_binary_structure(3, 1)
 #: ``scripts/tune_synapse_detection.py``: the setting whose worse domain (real sections
 #: or phantoms, mean F1 / target) is the best. Its probabilities are not calibrated
 #: (class-balanced loss), hence the high thresholds; the peak threshold keeps a cleft
-#: whole at 0.7 while needing a confident core.
+#: whole at 0.5 while needing a confident core.
 DETECTION_DEFAULTS = {
-    "threshold": 0.7,
-    "peak_threshold": 0.95,
+    "threshold": 0.5,
+    "peak_threshold": 0.97,
     "min_size_nm3": 5.0e5,
     "nms_distance_nm": 200.0,
 }
@@ -257,7 +257,7 @@ class SynapseTable:
     probes: PartnerProbes
     probe_fragments: np.ndarray
     segment_table: np.ndarray | None = None
-    post_fraction: float = 0.15
+    post_fraction: float = 0.25
     min_contacts: int = 3
     pre: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     pre_confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -488,9 +488,9 @@ def assign_partners(
     *,
     table=None,
     reach_nm: float = 60.0,
-    post_fraction: float = 0.15,
+    post_fraction: float = 0.25,
     min_contacts: int = 3,
-    pre_power: float = 4.0,
+    pre_power: float = 2.0,
 ) -> SynapseTable:
     """Find the presynaptic and postsynaptic segments of every synapse.
 
