@@ -260,15 +260,15 @@ def update_timings(kept) -> dict:
 
 def pooled(phantoms: list[dict]) -> dict:
     """Score all phantom synapses together (detection and partners)."""
+    from napari_connectome.core.synapse_metrics import pooled_partner_accuracy
+
     tp = sum(p["detection"]["tp"] for p in phantoms)
     found = sum(p["detection"]["n_found"] for p in phantoms)
     truth = sum(p["detection"]["n_truth"] for p in phantoms)
     precision = tp / found if found else 0.0
     recall = tp / truth if truth else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    matched = sum(p["partners"]["matched"] for p in phantoms)
-    right = sum(p["partners"]["accuracy"] * p["partners"]["matched"] for p in phantoms)
-    pre_right = sum(p["partners"]["pre_accuracy"] * p["partners"]["matched"] for p in phantoms)
+    partners = pooled_partner_accuracy(p["partners"] for p in phantoms)
     return {
         "n_truth": truth,
         "n_found": found,
@@ -276,9 +276,9 @@ def pooled(phantoms: list[dict]) -> dict:
         "precision": precision,
         "recall": recall,
         "f1": f1,
-        "partner_accuracy": right / matched if matched else 0.0,
-        "pre_accuracy": pre_right / matched if matched else 0.0,
-        "partner_matched": matched,
+        "partner_accuracy": partners["accuracy"],
+        "pre_accuracy": partners["pre_accuracy"],
+        "partner_matched": partners["matched"],
     }
 
 

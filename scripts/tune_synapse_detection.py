@@ -176,6 +176,7 @@ def main() -> None:
     from napari_connectome.core.synapse_metrics import (
         detection_scores,
         partner_accuracy,
+        pooled_partner_accuracy,
         truth_partner_rows,
     )
     from napari_connectome.core.synapses import assign_partners, detect_synapses
@@ -232,30 +233,29 @@ def main() -> None:
     phantoms = [s for s in sets if s["kind"] == "phantom"]
     results = {}
     for power, fraction, reach in itertools.product(PRE_POWERS, POST_FRACTIONS, REACHES_NM):
-        right = pre_right = matched = 0
-        for s in phantoms:
-            ph = s["phantom"]
-            table = assign_partners(
-                s["found"],
-                ph.neurons,
-                s["pre"],
-                pre_power=power,
-                post_fraction=fraction,
-                reach_nm=reach,
+        pooled = pooled_partner_accuracy(
+            partner_accuracy(
+                assign_partners(
+                    s["found"],
+                    s["phantom"].neurons,
+                    s["pre"],
+                    pre_power=power,
+                    post_fraction=fraction,
+                    reach_nm=reach,
+                ),
+                truth_partner_rows(s["phantom"].synapse_table, s["voxel"]),
             )
-            acc = partner_accuracy(table, truth_partner_rows(ph.synapse_table, s["voxel"]))
-            right += acc["accuracy"] * acc["matched"]
-            pre_right += acc["pre_accuracy"] * acc["matched"]
-            matched += acc["matched"]
-        results[power, fraction, reach] = right / max(matched, 1)
+            for s in phantoms
+        )
+        results[power, fraction, reach] = pooled["accuracy"]
         print(
-            f"| {power:g} | {fraction:g} | {reach:g} | {right / max(matched, 1):.3f} | "
-            f"{pre_right / max(matched, 1):.3f} |"
+            f"| {power:g} | {fraction:g} | {reach:g} | {pooled['accuracy']:.3f} | "
+            f"{pooled['pre_accuracy']:.3f} |"
         )
     power, fraction, reach = max(results, key=results.get)
     print(
         f"\nchosen partners: pre_power={power:g}, post_fraction={fraction:g}, "
-        f"reach_nm={reach:g} ({matched} TP)"
+        f"reach_nm={reach:g} ({pooled['matched']} TP)"
     )
 
 

@@ -26,6 +26,7 @@ from .core.synapses import (
     SynapseTable,
     assign_partners,
     detect_synapses,
+    effective_peak_threshold,
 )
 
 __all__ = [
@@ -280,10 +281,10 @@ def no_synapses_message(result: SynapseResult) -> str:
     peak = float(result.probability.max()) if result.probability.size else 0.0
     settings = result.settings
     threshold = settings.get("threshold", 0.5)
-    floor = settings.get("peak_threshold") or threshold
+    floor = effective_peak_threshold(threshold, settings.get("peak_threshold"))
     return (
         f"no synapses found (highest synapse probability {peak:.2f}, threshold "
-        f"{threshold:g}, peak threshold {max(floor, threshold):g}, size floor "
+        f"{threshold:g}, peak threshold {floor:g}, size floor "
         f"{settings.get('min_size_nm3', 0):g} nm^3): check the voxel size, or "
         "lower the threshold, the peak threshold or the size floor"
     )

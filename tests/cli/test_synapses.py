@@ -21,6 +21,23 @@ def parse(*argv):
     return parser.parse_args(list(argv))
 
 
+def test_help_states_the_detection_defaults():
+    from napari_connectome.core.synapses import DETECTION_DEFAULTS
+
+    parser = argparse.ArgumentParser()
+    add_synapse_arguments(parser)
+    helps = {a.dest: a.help for a in parser._actions}
+    threshold, peak = DETECTION_DEFAULTS["threshold"], DETECTION_DEFAULTS["peak_threshold"]
+    assert (
+        f"default {threshold:g}; an object must also reach {peak:g}" in helps["synapse_threshold"]
+    )
+    assert f"default {peak:g}" in helps["synapse_peak_threshold"]
+    assert (
+        f"default {DETECTION_DEFAULTS['min_size_nm3']:.0e}".replace("e+0", "e")
+        in (helps["synapse_min_size"])
+    )
+
+
 def test_arguments():
     pytest.importorskip("safetensors")
     args = parse()

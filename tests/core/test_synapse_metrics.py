@@ -5,6 +5,7 @@ from napari_connectome.core.synapse_metrics import (
     detection_scores,
     match_synapses,
     partner_accuracy,
+    pooled_partner_accuracy,
     synapse_positions,
     synapse_regions,
     truth_partner_rows,
@@ -110,3 +111,14 @@ def test_regions_join_touching_ids_and_split_a_mask():
     assert regions[0, 1, 1] == regions[0, 1, 2] == regions[1, 1, 1]
     assert regions[0, 4, 4] != regions[1, 4, 5]
     assert np.all((regions > 0) == (annotation > 0))
+
+
+def test_pooled_partner_accuracy_weighs_volumes_by_their_matches():
+    pooled = pooled_partner_accuracy(
+        [
+            {"accuracy": 1.0, "pre_accuracy": 1.0, "matched": 3},
+            {"accuracy": 0.0, "pre_accuracy": 0.5, "matched": 1},
+        ]
+    )
+    assert pooled == {"accuracy": 0.75, "pre_accuracy": 0.875, "matched": 4}
+    assert pooled_partner_accuracy([]) == {"accuracy": 0.0, "pre_accuracy": 0.0, "matched": 0}

@@ -5,6 +5,7 @@ from napari_connectome.core.synapses import (
     SynapseTable,
     assign_partners,
     detect_synapses,
+    effective_peak_threshold,
     partner_probes,
 )
 
@@ -54,6 +55,12 @@ def test_nms_folds_nearby_weaker_components_into_the_stronger():
     assert det.sizes[0] == int((prob > 0).sum())
     far = detect_synapses(prob, VS, nms_distance_nm=40.0, min_size_nm3=0)
     assert len(far) == 2
+
+
+def test_effective_peak_threshold_is_never_below_the_threshold():
+    assert effective_peak_threshold(0.5, None) == 0.5
+    assert effective_peak_threshold(0.5, 0.97) == 0.97
+    assert effective_peak_threshold(0.8, 0.6) == 0.8
 
 
 def test_peak_threshold_keeps_whole_clefts_with_a_confident_core():

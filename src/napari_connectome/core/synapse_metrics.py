@@ -23,6 +23,7 @@ __all__ = [
     "detection_scores",
     "match_synapses",
     "partner_accuracy",
+    "pooled_partner_accuracy",
     "synapse_positions",
     "synapse_regions",
     "truth_partner_rows",
@@ -240,4 +241,29 @@ def partner_accuracy(found_rows, truth_rows, distance_nm: float = 200.0) -> dict
         "post_precision": hit / n_found if n_found else 0.0,
         "post_recall": hit / n_true if n_true else 0.0,
         "matched": int(k),
+    }
+
+
+def pooled_partner_accuracy(scores) -> dict:
+    """Pool the partner accuracies of several volumes, weighting each by its matches.
+
+    Parameters
+    ----------
+    scores : iterable of dict
+        :func:`partner_accuracy` results.
+
+    Returns
+    -------
+    dict
+        ``accuracy`` and ``pre_accuracy`` over all true-positive synapses together,
+        and ``matched`` (their number).
+    """
+    scores = list(scores)
+    matched = sum(s["matched"] for s in scores)
+    right = sum(s["accuracy"] * s["matched"] for s in scores)
+    pre_right = sum(s["pre_accuracy"] * s["matched"] for s in scores)
+    return {
+        "accuracy": right / matched if matched else 0.0,
+        "pre_accuracy": pre_right / matched if matched else 0.0,
+        "matched": matched,
     }

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["PartnerProbes", "partner_probes"]
+__all__ = ["PRE_POWER", "REACH_NM", "PartnerProbes", "partner_probes"]
+
+#: Partner defaults of the bundled synapse model, chosen on training phantoms by
+#: ``scripts/tune_synapse_detection.py``: the zone radius (nm) around each synapse and
+#: the power of the presynaptic probability that weighs each zone probe.
+REACH_NM = 60.0
+PRE_POWER = 2.0
 
 
 @dataclass
@@ -46,10 +52,10 @@ def partner_probes(
     detections,
     presynaptic: np.ndarray | None = None,
     *,
-    reach_nm: float = 60.0,
+    reach_nm: float = REACH_NM,
     max_probes: int = 256,
     seed: int = 0,
-    pre_power: float = 2.0,
+    pre_power: float = PRE_POWER,
 ) -> PartnerProbes:
     """Pick the probe voxels of every synapse (done once, from the prediction).
 

@@ -38,19 +38,30 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
-from .synapse_probes import PartnerProbes, partner_probes
+from .synapse_probes import PRE_POWER, REACH_NM, PartnerProbes, partner_probes
 
 __all__ = [
     "DETECTION_DEFAULTS",
+    "MIN_CONTACTS",
+    "POST_FRACTION",
+    "PRE_POWER",
+    "REACH_NM",
     "PartnerProbes",
     "SynapseDetections",
     "SynapseTable",
     "assign_partners",
     "detect_synapses",
+    "effective_peak_threshold",
     "partner_probes",
 ]
 
 _FACES_3D = ndi.generate_binary_structure(3, 1)
+
+#: Postsynaptic rule of the bundled synapse model (chosen with the partner settings of
+#: :mod:`.synapse_probes`): a non-presynaptic segment is postsynaptic when it holds at
+#: least this share of the largest non-presynaptic contact count, and this many probes.
+POST_FRACTION = 0.25
+MIN_CONTACTS = 3
 
 #: Detection settings of the bundled synapse model, chosen on training data only
 #: (ISBI z 0-19, VNC z 0-14, phantoms of seeds 30000-30003) by
@@ -109,6 +120,24 @@ class SynapseDetections:
         return int(self.ids.size)
 
 
+def effective_peak_threshold(threshold: float, peak_threshold: float | None) -> float:
+    """Return the peak probability a synapse object must reach.
+
+    Parameters
+    ----------
+    threshold : float
+        Probability from which a voxel belongs to a synapse.
+    peak_threshold : float or None
+        The requested peak threshold (None: none).
+
+    Returns
+    -------
+    float
+        ``peak_threshold``, but never below ``threshold`` (``threshold`` for None).
+    """
+    return threshold if peak_threshold is None else max(float(peak_threshold), threshold)
+
+
 def detect_synapses(
     probability: np.ndarray,
     voxel_size,
@@ -156,7 +185,7 @@ def detect_synapses(
     vs = _voxel_size(voxel_size, prob.ndim)
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be between 0 and 1 (exclusive); got {threshold!r}")
-    peak = threshold if peak_threshold is None else max(float(peak_threshold), threshold)
+    peak = effective_peak_threshold(threshold, peak_threshold)
     if not 0.0 < peak <= 1.0:
         raise ValueError(f"peak_threshold must be in (0, 1]; got {peak_threshold!r}")
     if min_size_nm3 < 0 or nms_distance_nm < 0:
@@ -257,8 +286,8 @@ class SynapseTable:
     probes: PartnerProbes
     probe_fragments: np.ndarray
     segment_table: np.ndarray | None = None
-    post_fraction: float = 0.25
-    min_contacts: int = 3
+    post_fraction: float = POST_FRACTION
+    min_contacts: int = MIN_CONTACTS
     pre: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     pre_confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))
     pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.uint64))
@@ -487,10 +516,10 @@ def assign_partners(
     presynaptic: np.ndarray | None = None,
     *,
     table=None,
-    reach_nm: float = 60.0,
-    post_fraction: float = 0.25,
-    min_contacts: int = 3,
-    pre_power: float = 2.0,
+    reach_nm: float = REACH_NM,
+    post_fraction: float = POST_FRACTION,
+    min_contacts: int = MIN_CONTACTS,
+    pre_power: float = PRE_POWER,
 ) -> SynapseTable:
     """Find the presynaptic and postsynaptic segments of every synapse.
 
