@@ -13,7 +13,7 @@ Layout added to an existing segmentation store (``OUTPUT.zarr``, zarr format 2):
             volumes_nm3         (n,) float64
             probe_synapse       (m,) int64   row of each partner probe
             probe_coords        (m, ndim) int64 voxel coordinates
-            probe_contact       (m,) float64
+            probe_contact       (m,) float64 postsynaptic weight (0 on zone probes)
             probe_pre           (m,) float64 presynaptic weight
             probe_fragments     (m,) uint64 fragment (or segment) id at each probe
             rows/               the table as written (id, z, y, x, pre, post,
@@ -33,7 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from ..core.synapses import PartnerProbes, SynapseDetections, SynapseTable
+from ..core.synapses import (
+    MIN_CONTACTS,
+    POST_FRACTION,
+    PartnerProbes,
+    SynapseDetections,
+    SynapseTable,
+)
 from ._common import VolumeError
 
 __all__ = ["StoredSynapses", "has_synapses", "read_synapse_store", "write_synapse_store"]
@@ -253,8 +259,8 @@ def read_synapse_store(path, segment_table=None) -> StoredSynapses:
             probes=probes,
             probe_fragments=np.asarray(group["probe_fragments"][...]).astype(np.uint64),
             segment_table=None if segment_table is None else np.asarray(segment_table),
-            post_fraction=float(attrs.get("post_fraction", 0.15)),
-            min_contacts=int(attrs.get("min_contacts", 3)),
+            post_fraction=float(attrs.get("post_fraction", POST_FRACTION)),
+            min_contacts=float(attrs.get("min_contacts", MIN_CONTACTS)),
         )
         table.derive()
     return StoredSynapses(root["synapses"], detections, table, attrs)
