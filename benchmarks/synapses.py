@@ -76,8 +76,8 @@ def predict(raw, voxel, model):
     from napari_connectome.models.synapse_inference import predict_synapse_maps
 
     start = time.perf_counter()
-    syn, pre = predict_synapse_maps(raw, voxel, model, device="cpu")
-    return syn, pre, time.perf_counter() - start
+    maps = predict_synapse_maps(raw, voxel, model, device="cpu")
+    return maps, time.perf_counter() - start
 
 
 def detection_block(syn, voxel, truth) -> dict:
@@ -112,8 +112,8 @@ def real_sets(data_dir: Path, model) -> list[dict]:
             ids = np.asarray(archive["synapses"][held])
         truth = synapse_regions(ids)
         log(f"{name}: predicting {raw.shape}")
-        syn, _, seconds = predict(raw, voxel, model)
-        block = detection_block(syn, voxel, truth)
+        maps, seconds = predict(raw, voxel, model)
+        block = detection_block(maps.synapse, voxel, truth)
         extra = {}
         if not set(np.unique(ids).tolist()) <= {0, 1, 227, 254, 255}:  # ISBI's ids
             extra["detection_ids_as_objects"] = detection_scores(block["found"], ids, voxel)
@@ -141,11 +141,11 @@ def phantom_sets(model) -> tuple[list[dict], dict]:
     for name, shape, voxel, seed in PHANTOMS:
         log(f"{name}: making and predicting {shape}")
         ph = make_phantom(shape=shape, voxel_size=voxel, seed=seed, synapse_density=10.0)
-        syn, pre, seconds = predict(ph.raw, voxel, model)
-        block = detection_block(syn, voxel, ph.synapses)
+        maps, seconds = predict(ph.raw, voxel, model)
+        block = detection_block(maps.synapse, voxel, ph.synapses)
         found = block.pop("found")
         start = time.perf_counter()
-        table = assign_partners(found, ph.neurons, pre)
+        table = assign_partners(found, ph.neurons, maps.presynaptic, maps.postsynaptic)
         assign_seconds = time.perf_counter() - start
         truth_rows = truth_partner_rows(ph.synapse_table, voxel)
         partners = partner_accuracy(table, truth_rows)
@@ -162,7 +162,7 @@ def phantom_sets(model) -> tuple[list[dict], dict]:
             }
         )
         if name == PHANTOMS[0][0]:  # the update timings use the first one
-            kept[name] = (found, table, ph, pre)
+            kept[name] = (found, table, ph, maps)
     return out, kept
 
 
@@ -200,7 +200,7 @@ def update_timings(kept) -> dict:
     from napari_connectome.core.synapses import SynapseTable, partner_probes
 
     name = PHANTOMS[0][0]
-    found, table, ph, pre = kept[name]
+    found, table, ph, maps = kept[name]
     if not len(table):
         return {}
     neurons = ph.neurons
@@ -228,7 +228,7 @@ def update_timings(kept) -> dict:
         connectome_edges(t)
 
     def scratch():
-        probes = partner_probes(found, pre)
+        probes = partner_probes(found, maps.presynaptic, maps.postsynaptic)
         fresh = SynapseTable.from_probes(found, probes, split_frag, split_table)
         connectome_edges(fresh)
 

@@ -17,8 +17,9 @@ phantoms, so the settings that suit one domain hurt the other.) Then, at that
 setting, it compares the partner settings of
 :func:`~napari_connectome.core.synapses.assign_partners` (presynaptic weighting
 ``pre_power``, postsynaptic share ``post_fraction``, zone radius ``reach_nm``) on the
-training phantoms. It prints the tables and the values to put in
-``DETECTION_DEFAULTS``.
+training phantoms (and the least postsynaptic weight ``min_contacts``). It prints
+the tables and the values to put in ``DETECTION_DEFAULTS``, ``PRE_POWER``,
+``REACH_NM``, ``POST_FRACTION`` and ``MIN_CONTACTS``.
 
 The sweep scores the components of each threshold once and then filters them
 (suppression folds the centres of the weaker into the stronger, weighted by their
@@ -46,8 +47,9 @@ PEAKS = (0.9, 0.95, 0.97)
 MIN_SIZES_NM3 = (5e4, 2e5, 5e5, 1e6)
 NMS_NM = (200.0, 300.0, 400.0)
 PRE_POWERS = (1.0, 2.0, 4.0)
-POST_FRACTIONS = (0.08, 0.15, 0.25)
-REACHES_NM = (60.0, 120.0, 200.0)
+POST_FRACTIONS = (0.05, 0.1, 0.15, 0.25)
+REACHES_NM = (60.0, 120.0)
+MIN_POST_WEIGHTS = (3.0, 1.0)  # the default first: it wins ties
 TARGET = {"real": 0.75, "phantom": 0.9}
 FACES = ndi.generate_binary_structure(3, 1)
 TRAINING_SECTIONS = {
@@ -62,7 +64,7 @@ TRAINING_PHANTOMS = (
 )
 
 
-def training_maps(model, data_dir: Path) -> list[dict]:
+def training_maps(model, data_dir: Path, augment: int = 1) -> list[dict]:
     """Predict the synapse maps of the training data, with their truth."""
     from napari_connectome.core.synapse_metrics import synapse_regions
     from napari_connectome.models.synapse_inference import predict_synapse_maps
@@ -77,7 +79,7 @@ def training_maps(model, data_dir: Path) -> list[dict]:
         with np.load(path) as archive:
             raw, ids = archive["raw"][sections], archive["synapses"][sections]
         truth = synapse_regions(ids)
-        synapse, _ = predict_synapse_maps(raw, voxel, model, device="cpu")
+        synapse = predict_synapse_maps(raw, voxel, model, device="cpu", augment=augment).synapse
         sets.append(
             {
                 "name": name,
@@ -90,14 +92,14 @@ def training_maps(model, data_dir: Path) -> list[dict]:
         )
     for modality, shape, voxel, seed in TRAINING_PHANTOMS:
         ph = make_phantom(shape, voxel, seed=seed, synapse_density=10.0)
-        synapse, pre = predict_synapse_maps(ph.raw, voxel, model, device="cpu")
+        maps = predict_synapse_maps(ph.raw, voxel, model, device="cpu", augment=augment)
         sets.append(
             {
                 "name": f"phantom {modality} {seed}",
                 "group": f"phantom {modality}",
                 "kind": "phantom",
-                "syn": synapse,
-                "pre": pre,
+                "syn": maps.synapse,
+                "maps": maps,
                 "truth": ph.synapses,
                 "voxel": voxel,
                 "phantom": ph,
@@ -186,9 +188,12 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="synapse weights (default: bundled)")
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--top", type=int, default=20, help="settings printed")
+    parser.add_argument(
+        "--augment", type=int, default=1, help="in-plane views averaged (test-time augmentation)"
+    )
     args = parser.parse_args()
     model = load_synapse_model(args.model)
-    sets = training_maps(model, Path(args.data_dir))
+    sets = training_maps(model, Path(args.data_dir), args.augment)
     groups, scores = sweep(sets)
     kinds = {s["group"]: s["kind"] for s in sets}
 
@@ -228,34 +233,41 @@ def main() -> None:
             f"F1 {sc['f1']:.3f}"
         )
     print("\npartners on the training phantoms (true neurons as the segmentation):")
-    print("| pre_power | post_fraction | reach (nm) | partner accuracy | presynaptic right |")
-    print("|---:|---:|---:|---:|---:|")
+    print(
+        "| pre_power | post_fraction | reach (nm) | min_contacts | partner accuracy "
+        "| presynaptic right |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
     phantoms = [s for s in sets if s["kind"] == "phantom"]
     results = {}
-    for power, fraction, reach in itertools.product(PRE_POWERS, POST_FRACTIONS, REACHES_NM):
+    for setting in itertools.product(PRE_POWERS, POST_FRACTIONS, REACHES_NM, MIN_POST_WEIGHTS):
+        power, fraction, reach, least = setting
         pooled = pooled_partner_accuracy(
             partner_accuracy(
                 assign_partners(
                     s["found"],
                     s["phantom"].neurons,
-                    s["pre"],
+                    s["maps"].presynaptic,
+                    s["maps"].postsynaptic,
                     pre_power=power,
                     post_fraction=fraction,
                     reach_nm=reach,
+                    min_contacts=least,
                 ),
                 truth_partner_rows(s["phantom"].synapse_table, s["voxel"]),
             )
             for s in phantoms
         )
-        results[power, fraction, reach] = pooled["accuracy"]
+        results[setting] = pooled
         print(
-            f"| {power:g} | {fraction:g} | {reach:g} | {pooled['accuracy']:.3f} | "
+            f"| {power:g} | {fraction:g} | {reach:g} | {least:g} | {pooled['accuracy']:.3f} | "
             f"{pooled['pre_accuracy']:.3f} |"
         )
-    power, fraction, reach = max(results, key=results.get)
+    best = max(results, key=lambda k: results[k]["accuracy"])
+    power, fraction, reach, least = best
     print(
         f"\nchosen partners: pre_power={power:g}, post_fraction={fraction:g}, "
-        f"reach_nm={reach:g} ({pooled['matched']} TP)"
+        f"reach_nm={reach:g}, min_contacts={least:g} ({results[best]['matched']} TP)"
     )
 
 

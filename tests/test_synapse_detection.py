@@ -69,6 +69,22 @@ def test_detect_partners_and_connectome():
     assert {(int(a), int(b)): int(c) for a, b, c in result.edges()} == {(1, 2): 2}
 
 
+class NoPostsynapticSide(nn.Module):
+    """:class:`DarkAndBright` with a third channel that sees no postsynaptic side."""
+
+    def forward(self, x):
+        return torch.cat([DarkAndBright()(x), torch.full_like(x, -40.0)], dim=1)
+
+
+def test_the_postsynaptic_channel_reaches_the_partners():
+    raw, seg = scene()
+    model = (NoPostsynapticSide(), {**CONFIG, "out_channels": 3})
+    result = detect_volume(raw, VS, segmentation=seg, model=model, device="cpu", min_size_nm3=0)
+    assert result.postsynaptic is not None and result.postsynaptic.max() < 0.01
+    assert len(result) == 2 and result.table.pre.tolist() == [1, 1]
+    assert len(result.table.pairs) == 0  # no postsynaptic weight anywhere: no partner
+
+
 def test_without_segmentation_there_are_no_partners():
     raw, _ = scene()
     result = detect_volume(raw, VS, model=MODEL, device="cpu", min_size_nm3=0)

@@ -64,6 +64,9 @@ class SynapseResult:
         ``float32`` synapse probability.
     presynaptic : numpy.ndarray
         ``float32`` presynaptic-side probability.
+    postsynaptic : numpy.ndarray or None
+        ``float32`` postsynaptic-side probability (None from a two-channel model:
+        partners then count the synapse's own voxels in each segment).
     table : SynapseTable or None
         Partners (None without a segmentation).
     model : dict
@@ -75,6 +78,7 @@ class SynapseResult:
     detections: SynapseDetections
     probability: np.ndarray
     presynaptic: np.ndarray
+    postsynaptic: np.ndarray | None = None
     table: SynapseTable | None = None
     model: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
@@ -97,7 +101,9 @@ class SynapseResult:
         SynapseTable
             Also stored as :attr:`table`.
         """
-        self.table = assign_partners(self.detections, segmentation, self.presynaptic, table=table)
+        self.table = assign_partners(
+            self.detections, segmentation, self.presynaptic, self.postsynaptic, table=table
+        )
         return self.table
 
     def update(self, table=None, fragments=None, box=None) -> SynapseTable:
@@ -152,14 +158,16 @@ def predict_synapses(
     Returns
     -------
     tuple
-        ``(synapse, presynaptic, model_record)``.
+        ``(maps, model_record)``: the
+        :class:`~napari_connectome.models.synapse_inference.SynapseMaps` and the
+        model's name and configuration.
     """
     from .models.inference import PredictionCancelled
     from .models.synapse_inference import predict_synapse_maps
 
     name, loaded = _load(model)
     try:
-        syn, pre = predict_synapse_maps(
+        maps = predict_synapse_maps(
             volume,
             voxel_size,
             loaded,
@@ -170,7 +178,7 @@ def predict_synapses(
     except PredictionCancelled as error:
         raise SynapseDetectionCancelled("synapse detection cancelled") from error
     config = {k: v for k, v in loaded[1].items()}
-    return syn, pre, {"name": name, "config": config}
+    return maps, {"name": name, "config": config}
 
 
 def detect_volume(
@@ -245,7 +253,7 @@ def detect_volume(
     def predict_progress(done: int, total: int) -> None:
         report(_PREDICT_SHARE * done / max(total, 1), f"predicting synapses {done}/{total}")
 
-    syn, pre, model_record = predict_synapses(
+    maps, model_record = predict_synapses(
         volume,
         voxel_size,
         model=model,
@@ -256,8 +264,8 @@ def detect_volume(
     if stop():
         raise SynapseDetectionCancelled("synapse detection cancelled")
     report(_PREDICT_SHARE, "finding synapse objects")
-    detections = detect_synapses(syn, voxel_size, **settings)
-    result = SynapseResult(detections, syn, pre, model=model_record, settings=settings)
+    detections = detect_synapses(maps.synapse, voxel_size, **settings)
+    result = SynapseResult(detections, *maps, model=model_record, settings=settings)
     if segmentation is not None and len(detections):
         report(0.95, "assigning partners")
         result.assign(segmentation, fragment_table)

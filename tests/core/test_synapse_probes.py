@@ -35,6 +35,19 @@ def test_contact_and_zone_probes():
     np.testing.assert_allclose(linear.pre[linear.contact == 0], expected)
 
 
+def test_contact_probes_weigh_the_postsynaptic_probability():
+    det, pre = scene()
+    post = np.zeros(pre.shape, np.float32)
+    post[:, :, 40:] = 0.6  # the post side of the cleft (x 38-41)
+    probes = partner_probes(det, pre, post, reach_nm=20.0, max_probes=10_000)
+    plain = partner_probes(det, pre, reach_nm=20.0, max_probes=10_000)
+    np.testing.assert_array_equal(probes.coords, plain.coords)  # the same voxels
+    np.testing.assert_allclose(probes.pre, plain.pre)
+    on_synapse = det.labels[tuple(probes.coords.T)] == 1
+    expected = np.where(probes.coords[:, 2] >= 40, 0.6, 0.0) * on_synapse
+    np.testing.assert_allclose(probes.contact, expected)
+
+
 def test_squared_weights_prefer_a_confident_small_side():
     # one side: 4 zone voxels at 0.9; the other: 8 at 0.5. Summed, 3.6 < 4.0 (the large
     # lukewarm side wins); squared, 3.24 > 2.0 (the confident side wins).

@@ -137,6 +137,22 @@ def test_polyadic_partners():
     assert np.all((rows["confidence"] > 0) & (rows["confidence"] <= 1))
 
 
+def test_a_postsynaptic_map_drops_a_neighbour_the_synapse_only_spills_into():
+    seg, prob, pre = polyadic_scene()
+    det = detect_synapses(prob, VS, min_size_nm3=0)
+    post = np.zeros(seg.shape, np.float32)
+    post[seg == 2] = 0.9  # the model sees a postsynaptic density in 2 only
+    post[seg == 3] = 0.05
+    assert sorted(assign_partners(det, seg, pre).pairs[:, 1].tolist()) == [2, 3]
+    table = assign_partners(det, seg, pre, post)
+    assert table.pre.tolist() == [1] and table.pairs[:, 1].tolist() == [2]
+    # the weights sum the probabilities: with a low enough share, 3 comes back
+    lenient = assign_partners(det, seg, pre, post, post_fraction=0.01, min_contacts=0.5)
+    assert sorted(lenient.pairs[:, 1].tolist()) == [2, 3]
+    with pytest.raises(ValueError, match="postsynaptic map"):
+        assign_partners(det, seg, pre, post[:, :50])
+
+
 def test_partners_follow_merges_and_splits_without_a_model():
     seg, prob, pre = polyadic_scene()
     det = detect_synapses(prob, VS, min_size_nm3=0)

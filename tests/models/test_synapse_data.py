@@ -7,7 +7,8 @@ from napari_connectome.models.synapse_data import (
     SynapsePlane,
     default_synapse_sources,
     make_synapse_samples,
-    presynaptic_zone,
+    partner_zone,
+    phantom_synapse_volumes,
 )
 
 
@@ -18,12 +19,33 @@ def test_presynaptic_zone_is_the_pre_neuron_near_the_synapse():
     synapses = np.zeros_like(neurons)
     synapses[1, 10:30, 19:21] = 1
     table = np.array([(1, 1)], [("id", np.uint32), ("pre", np.uint32)])
-    zone = presynaptic_zone(synapses, neurons, table, (40.0, 4.0, 4.0), reach_nm=20.0)
+    zone = partner_zone(synapses, neurons, table, (40.0, 4.0, 4.0), "pre", reach_nm=20.0)
     assert zone.any()
     assert np.all(neurons[zone] == 1)  # only the presynaptic neuron
     ys, xs = np.nonzero(zone[1])
     assert xs.min() >= 19 - 5 and ys.min() >= 10 - 5  # within 20 nm = 5 px
     assert not zone[1, :, :10].any()
+
+
+def test_postsynaptic_zone_is_the_post_neurons_near_the_synapse():
+    neurons = np.zeros((1, 40, 60), np.uint32)
+    neurons[:, :, :20], neurons[:, :, 20:40], neurons[:, :, 40:] = 1, 2, 3
+    neurons[:, 30:, 20:40] = 4  # a bystander beside the synapse
+    synapses = np.zeros_like(neurons)
+    synapses[0, 10:30, 19:21] = 1  # pre 1 onto 2 only
+    table = np.array([(1, 1, 2)], [("id", np.uint32), ("pre", np.uint32), ("post", np.uint32)])
+    zone = partner_zone(synapses, neurons, table, (40.0, 4.0, 4.0), "post", reach_nm=20.0)
+    assert zone.any() and np.all(neurons[zone] == 2)  # neither pre 1 nor bystander 4
+    assert not zone[0, :, 26:].any()  # within 20 nm = 5 px of the synapse
+    with pytest.raises(ValueError, match="side must be"):
+        partner_zone(synapses, neurons, table, (40.0, 4.0, 4.0), "both")
+
+
+def test_phantom_targets_have_both_partner_zones():
+    (ph,) = phantom_synapse_volumes(1, shape=(16, 256, 256), seed=3)
+    assert ph["post"].any() and ph["pre"].any()
+    assert not (ph["post"] & ph["pre"]).any()  # never in a presynaptic neuron...
+    assert (ph["post"] & ph["synapse"]).any()  # ...but over the postsynaptic densities
 
 
 def test_default_sources_hold_out_the_validation_sections(tmp_path):
@@ -48,14 +70,14 @@ def test_held_out_sections_never_become_training_planes(tmp_path):
     )
     samples = make_synapse_samples([source], pixel_size_nm=8.0)
     assert len(samples) == 7
-    assert all(s.target.shape == (2, 32, 32) for s in samples)
+    assert all(s.target.shape == (3, 32, 32) for s in samples)
     assert all(s.target.max() == 0 and not s.pre_supervised for s in samples)
 
 
 def plane(pre_supervised, source):
     image = np.zeros((64, 64), np.float32)
     image[20:30, 10:50] = 1.0  # an asymmetric bar
-    target = np.stack([image.copy(), image[::-1].copy()])
+    target = np.stack([image.copy(), image[::-1].copy(), image[:, ::-1].copy()])
     return SynapsePlane(image, target, pre_supervised, source)
 
 
@@ -63,7 +85,7 @@ def test_sampler_keeps_image_and_targets_aligned():
     samples = [plane(True, "a"), plane(False, "b")]
     sampler = SynapsePatchSampler(samples, 48, seed=1, augment=False, positive_fraction=1.0)
     images, targets, masks, pre_w = sampler.batch(6)
-    assert images.shape == (6, 1, 48, 48) and targets.shape == (6, 2, 48, 48)
+    assert images.shape == (6, 1, 48, 48) and targets.shape == (6, 3, 48, 48)
     assert masks.shape == (6, 1, 48, 48) and pre_w.shape == (6, 1, 1, 1)
     np.testing.assert_array_equal(images[:, 0], targets[:, 0])  # the same crop
     assert set(np.unique(pre_w)) <= {0.0, 1.0}

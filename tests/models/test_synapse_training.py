@@ -44,7 +44,7 @@ def config(tmp_path, name="w.safetensors", **kw):
 def test_training_writes_weights_and_record_reproducibly(tmp_path):
     record = train_synapses(config(tmp_path))
     model, cfg = load_synapse_model(tmp_path / "w.safetensors")
-    assert cfg["out_channels"] == 2 and cfg["output"] == SYNAPSE_OUTPUT
+    assert cfg["out_channels"] == 2 and cfg["output"] == SYNAPSE_OUTPUT  # no post weight
     saved = json.loads(record_path(tmp_path / "w.safetensors").read_text())
     assert saved["steps"] == 2 and len(saved["loss_curve"]) == 2
     assert saved["data"][0]["held_out_sections"] == list(range(20, 30))
@@ -69,13 +69,34 @@ def test_starts_from_the_boundary_model(tmp_path):
 
     if not bundled_model_path().is_file():
         pytest.skip("no bundled boundary model")
-    cfg = config(tmp_path, steps=0, init_weights="bundled")
+    cfg = config(tmp_path, steps=0, init_weights="bundled", post_weight=1.0)
     train_synapses(cfg)
     model, _ = load_synapse_model(cfg.output)
     boundary, _ = load_model("bundled")
     a, b = model.state_dict(), boundary.state_dict()
     np.testing.assert_array_equal(a["encoders.0.0.weight"], b["encoders.0.0.weight"])
     np.testing.assert_array_equal(a["head.weight"][1], b["head.weight"][0])
+    np.testing.assert_array_equal(a["head.weight"][2], b["head.weight"][0])
+
+
+def test_a_two_channel_synapse_model_grows_a_postsynaptic_head(tmp_path):
+    import torch
+
+    from napari_connectome.models.unet import build_model, default_config
+    from napari_connectome.models.weights import save_model
+
+    old_config = default_config(out_channels=2, output=SYNAPSE_OUTPUT)
+    torch.manual_seed(0)
+    old = save_model(build_model(old_config), old_config, tmp_path / "two.safetensors")
+    cfg = config(tmp_path, steps=0, init_weights=str(old), post_weight=1.0)
+    train_synapses(cfg)
+    grown, grown_config = load_synapse_model(cfg.output)
+    source, _ = load_synapse_model(old)
+    a, b = grown.state_dict(), source.state_dict()
+    assert grown_config["out_channels"] == 3
+    for key in ("head.weight", "head.bias"):
+        np.testing.assert_array_equal(a[key][:2], b[key])  # kept
+        np.testing.assert_array_equal(a[key][2], b[key][1])  # starts as the pre zone
 
 
 def test_validation_scores_and_command_line(tmp_path, capsys):
@@ -104,14 +125,16 @@ def test_validation_scores_and_command_line(tmp_path, capsys):
         "none",
         "--pre-weight",
         "0.25",
+        "--post-weight",
+        "0.75",
         "--threads",
         "1",
         "--no-validate",
     ]
     assert training_main(args, prog="napari-connectome train") == 0
     trained = json.loads(record_path(cfg.output).read_text())["training_config"]
-    assert trained["pre_weight"] == 0.25
-    assert load_synapse_model(cfg.output)[1]["out_channels"] == 2
+    assert trained["pre_weight"] == 0.25 and trained["post_weight"] == 0.75
+    assert load_synapse_model(cfg.output)[1]["out_channels"] == 3
     scores = validate_synapse_model(cfg.output, data, phantom_shape=(6, 64, 64))
     isbi = scores["isbi2012_cardona_3d"]
     assert isbi["sections"] == list(range(20, 30))
@@ -136,3 +159,22 @@ def test_validation_scores_and_command_line(tmp_path, capsys):
     )
     saved = json.loads(record_path(cfg.output).read_text())
     assert "isbi2012_cardona_3d" in saved["validation"]
+
+
+@pytest.mark.parametrize("post_weight", [0.0, 1.0])
+def test_the_partner_channels_learn_only_where_they_have_truth(post_weight):
+    import torch
+
+    from napari_connectome.models.synapse_training import _loss
+
+    cfg = SynapseTrainingConfig(output="unused", post_weight=post_weight)
+    logits = torch.zeros(2, 3, 8, 8, requires_grad=True)
+    targets = torch.zeros(2, 3, 8, 8)
+    targets[:, :, 2:5, 2:5] = 1.0
+    masks = torch.ones(2, 1, 8, 8)
+    partner_truth = torch.tensor([1.0, 0.0]).reshape(2, 1, 1, 1)  # a phantom, a real plane
+    _loss(logits, targets, masks, partner_truth, cfg).backward()
+    grad = logits.grad.abs().sum(dim=(2, 3))
+    assert grad[0, 0] > 0 and grad[1, 0] > 0  # the synapse channel everywhere
+    assert grad[0, 1] > 0 and grad[1, 1] == 0  # presynaptic: phantom planes only
+    assert (grad[0, 2] > 0) == (post_weight > 0) and grad[1, 2] == 0

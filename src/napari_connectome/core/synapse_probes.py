@@ -1,7 +1,8 @@
 """Partner probes: where each synapse reads its partners from a segmentation.
 
 Around each synapse a fixed set of voxels is picked once, from the prediction:
-contact probes (the synapse's own voxels) and zone probes (voxels within
+contact probes (the synapse's own voxels, weighted by the postsynaptic-side
+probability when the model predicts one) and zone probes (voxels within
 ``reach_nm``, weighted by the presynaptic-side probability raised to
 ``pre_power``: squaring favours the segment with a few confident presynaptic
 voxels over a large segment with many lukewarm ones). See
@@ -37,7 +38,9 @@ class PartnerProbes:
     coords : numpy.ndarray
         ``(m, ndim)`` voxel coordinates.
     contact : numpy.ndarray
-        ``(m,)`` 1 for contact probes (the synapse's own voxels), else 0.
+        ``(m,)`` postsynaptic weight: on contact probes (the synapse's own voxels) 1,
+        or the postsynaptic-side probability when a postsynaptic map was given; 0 on
+        zone probes.
     pre : numpy.ndarray
         ``(m,)`` presynaptic-side weight of each probe (0 on contact probes).
     """
@@ -51,6 +54,7 @@ class PartnerProbes:
 def partner_probes(
     detections,
     presynaptic: np.ndarray | None = None,
+    postsynaptic: np.ndarray | None = None,
     *,
     reach_nm: float = REACH_NM,
     max_probes: int = 256,
@@ -67,6 +71,10 @@ def partner_probes(
         Presynaptic-side probability of the same shape; without it every zone voxel
         weighs 1 (the presynaptic side is then the segment around the synapse with
         the most zone voxels, a weaker rule).
+    postsynaptic : numpy.ndarray, optional
+        Postsynaptic-side probability of the same shape; it weighs each contact probe
+        (without it every contact probe weighs 1, and a neighbour the synapse object
+        spills into counts like a partner).
     reach_nm : float
         Radius of the zone around each synapse.
     max_probes : int
@@ -86,11 +94,12 @@ def partner_probes(
     labels = detections.labels
     if not pre_power > 0:
         raise ValueError(f"pre_power must be a positive number; got {pre_power!r}")
-    if presynaptic is not None and np.shape(presynaptic) != labels.shape:
-        raise ValueError(
-            f"the presynaptic map {np.shape(presynaptic)} does not match the synapse labels "
-            f"{labels.shape}"
-        )
+    for side, volume in (("presynaptic", presynaptic), ("postsynaptic", postsynaptic)):
+        if volume is not None and np.shape(volume) != labels.shape:
+            raise ValueError(
+                f"the {side} map {np.shape(volume)} does not match the synapse labels "
+                f"{labels.shape}"
+            )
     vs = np.asarray(detections.voxel_size, float)
     margin = np.ceil(reach_nm / vs).astype(int) + 1
     rng = np.random.default_rng(seed)
@@ -110,11 +119,16 @@ def partner_probes(
             coords = np.argwhere(mask)
             if len(coords) > max_probes:
                 coords = coords[np.sort(rng.choice(len(coords), max_probes, replace=False))]
-            if is_contact or presynaptic is None:
-                weight = np.full(len(coords), 0.0 if is_contact else 1.0)
+            side = postsynaptic if is_contact else presynaptic
+            if side is None:
+                side_weight = np.ones(len(coords))
             else:
-                weight = np.asarray(presynaptic[grown][tuple(coords.T)], float) ** pre_power
-            parts.append((row, coords + origin, is_contact, weight))
+                side_weight = np.asarray(side[grown][tuple(coords.T)], float)
+            if is_contact:
+                parts.append((row, coords + origin, side_weight, np.zeros(len(coords))))
+            else:
+                pre_weight = side_weight**pre_power
+                parts.append((row, coords + origin, np.zeros(len(coords)), pre_weight))
     if not parts:
         nd = labels.ndim
         return PartnerProbes(
@@ -123,6 +137,6 @@ def partner_probes(
     return PartnerProbes(
         synapse=np.concatenate([np.full(len(c), r, np.int64) for r, c, _, _ in parts]),
         coords=np.concatenate([c for _, c, _, _ in parts]).astype(np.int64),
-        contact=np.concatenate([np.full(len(c), k, float) for _, c, k, _ in parts]),
+        contact=np.concatenate([k for _, _, k, _ in parts]),
         pre=np.concatenate([w for _, _, _, w in parts]),
     )

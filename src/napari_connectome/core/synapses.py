@@ -14,13 +14,15 @@ confidence (its mean probability).
 Partners (:class:`SynapseTable`): around each synapse a fixed set of *probe*
 voxels is kept once, from the prediction:
 
-- contact probes: the synapse's own voxels (both sides of the cleft);
+- contact probes: the synapse's own voxels (both sides of the cleft), each
+  weighted by the postsynaptic-side probability (the network's third channel;
+  1 from a two-channel model);
 - zone probes: the voxels within ``reach_nm`` of it, each weighted by the
   squared presynaptic-side probability (the network's second channel).
 
 The presynaptic segment is the one holding the most presynaptic weight; the
 postsynaptic segments are the other segments holding at least
-``post_fraction`` of the largest other share of contact probes (fly synapses
+``post_fraction`` of the largest other postsynaptic weight (fly synapses
 are polyadic: one presynaptic partner, several postsynaptic ones). Partners
 are only ever read from the segmentation *at the probes*, so after a merge
 (a new fragment-to-segment table) or a split (new fragment ids in a box) the
@@ -59,7 +61,7 @@ _FACES_3D = ndi.generate_binary_structure(3, 1)
 
 #: Postsynaptic rule of the bundled synapse model (chosen with the partner settings of
 #: :mod:`.synapse_probes`): a non-presynaptic segment is postsynaptic when it holds at
-#: least this share of the largest non-presynaptic contact count, and this many probes.
+#: least this share of the largest non-presynaptic postsynaptic weight, and this much.
 POST_FRACTION = 0.25
 MIN_CONTACTS = 3
 
@@ -268,7 +270,10 @@ class SynapseTable:
         Fragment-to-segment table (None: ``probe_fragments`` are segment ids).
     post_fraction : float
         A non-presynaptic segment is postsynaptic when it holds at least this share
-        of the largest non-presynaptic contact count.
+        of the largest non-presynaptic postsynaptic weight (the sum of its contact
+        probes' postsynaptic probabilities) and at least ``min_contacts`` of it.
+    min_contacts : float
+        Least postsynaptic weight of a postsynaptic segment.
     pre : numpy.ndarray
         ``(n,)`` presynaptic segment of each synapse (0: none found).
     pre_confidence : numpy.ndarray
@@ -287,7 +292,7 @@ class SynapseTable:
     probe_fragments: np.ndarray
     segment_table: np.ndarray | None = None
     post_fraction: float = POST_FRACTION
-    min_contacts: int = MIN_CONTACTS
+    min_contacts: float = MIN_CONTACTS
     pre: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     pre_confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))
     pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.uint64))
@@ -431,7 +436,7 @@ class SynapseTable:
         with np.errstate(invalid="ignore", divide="ignore"):
             share = np.where(total_pre[g_syn] > 0, g_pre / total_pre[g_syn], 0.0)
         pre_conf[g_syn[is_pre]] = share[is_pre]
-        # postsynaptic: other groups with enough contacts
+        # postsynaptic: other groups with enough postsynaptic weight
         cand = ~is_pre
         best_con = np.zeros(n)
         np.maximum.at(best_con, g_syn[cand], g_con[cand])
@@ -514,11 +519,12 @@ def assign_partners(
     detections: SynapseDetections,
     segmentation,
     presynaptic: np.ndarray | None = None,
+    postsynaptic: np.ndarray | None = None,
     *,
     table=None,
     reach_nm: float = REACH_NM,
     post_fraction: float = POST_FRACTION,
-    min_contacts: int = MIN_CONTACTS,
+    min_contacts: float = MIN_CONTACTS,
     pre_power: float = PRE_POWER,
 ) -> SynapseTable:
     """Find the presynaptic and postsynaptic segments of every synapse.
@@ -531,6 +537,8 @@ def assign_partners(
         Segment ids (or fragment ids with ``table``) of the same shape.
     presynaptic : numpy.ndarray, optional
         Presynaptic-side probability map (the synapse network's second channel).
+    postsynaptic : numpy.ndarray, optional
+        Postsynaptic-side probability map (the third channel, when the model has it).
     table : numpy.ndarray, optional
         Fragment-to-segment table, when ``segmentation`` holds fragments.
     reach_nm, post_fraction, min_contacts, pre_power
@@ -551,7 +559,9 @@ def assign_partners(
             "partners need a segmentation: segment the image first (or choose a "
             "segmentation layer of the same shape)"
         )
-    probes = partner_probes(detections, presynaptic, reach_nm=reach_nm, pre_power=pre_power)
+    probes = partner_probes(
+        detections, presynaptic, postsynaptic, reach_nm=reach_nm, pre_power=pre_power
+    )
     return SynapseTable.from_probes(
         detections,
         probes,

@@ -1,6 +1,6 @@
-"""Training data of the synapse network: two-channel targets and their patches.
+"""Training data of the synapse network: three-channel targets and their patches.
 
-The synapse network is the boundary U-Net with two output channels:
+The synapse network is the boundary U-Net with three output channels:
 
 - channel 0, ``synapse``: the synaptic region as the truth marks it (ISBI 2012
   ``synapses`` ids, VNC stack 1 ``synapses`` mask, the phantom's cleft contacts
@@ -9,7 +9,10 @@ The synapse network is the boundary U-Net with two output channels:
   :data:`PRE_ZONE_NM` of a synapse (T-bar and vesicle side). Only the phantom
   knows partners, so this channel is trained on phantom planes only (masked
   out of the loss elsewhere); partner assignment reads it to tell the
-  presynaptic segment from the postsynaptic ones.
+  presynaptic segment from the postsynaptic ones;
+- channel 2, ``postsynaptic``: the postsynaptic neurons' voxels within
+  :data:`PRE_ZONE_NM` of a synapse, also phantom-only; partner assignment reads
+  it to tell a postsynaptic partner from a neighbour the synapse merely touches.
 
 Planes are built like the boundary data (:func:`~.datasets.volume_planes`):
 normalised, resampled to the canonical pixel size; held-out sections never
@@ -42,10 +45,10 @@ __all__ = [
     "default_synapse_sources",
     "make_synapse_samples",
     "phantom_synapse_volumes",
-    "presynaptic_zone",
+    "partner_zone",
 ]
 
-#: Reach (nm) of the presynaptic target around each synapse, inside the presynaptic neuron.
+#: Reach (nm) of the partner targets around each synapse, inside the partner neurons.
 PRE_ZONE_NM = 120.0
 
 
@@ -69,14 +72,20 @@ def default_synapse_sources(data_dir: str | Path) -> list[DataSource]:
     return real_sources(data_dir, names, membranes="synapses")
 
 
-def presynaptic_zone(
+def partner_zone(
     synapses: np.ndarray,
     neurons: np.ndarray,
     table: np.ndarray,
     voxel_size,
+    side: str = "pre",
     reach_nm: float = PRE_ZONE_NM,
 ) -> np.ndarray:
-    """Presynaptic-side mask: the presynaptic neuron's voxels near each synapse.
+    """Partner-side mask: the partner neurons' voxels near each synapse.
+
+    ``side="pre"`` marks the presynaptic neuron (T-bar and vesicle side);
+    ``side="post"`` the postsynaptic ones, its mirror: a neighbour that touches the
+    synapse without being a partner stays outside, so the network has to tell
+    partners from bystanders by neuron, not by the extent of a density.
 
     Parameters
     ----------
@@ -85,9 +94,12 @@ def presynaptic_zone(
     neurons : numpy.ndarray
         Neuron ids of the same shape.
     table : numpy.ndarray
-        Rows with fields ``id`` and ``pre`` (e.g. the phantom's ``synapse_table``).
+        Rows with fields ``id`` and ``pre`` (and ``post`` for ``side="post"``), one
+        per partner pair, e.g. the phantom's ``synapse_table``.
     voxel_size : sequence of float
         Voxel size in nm.
+    side : {"pre", "post"}
+        Which partners.
     reach_nm : float
         Largest distance (nm) from the synapse.
 
@@ -96,12 +108,16 @@ def presynaptic_zone(
     numpy.ndarray
         ``bool`` mask of the same shape.
     """
+    if side not in ("pre", "post"):
+        raise ValueError(f"side must be 'pre' or 'post'; got {side!r}")
+    members: dict[int, set[int]] = {}
+    for row in table:
+        members.setdefault(int(row["id"]), set()).add(int(row[side]))
     vs = np.asarray(voxel_size, float)
     out = np.zeros(synapses.shape, bool)
-    pre_of = {int(r["id"]): int(r["pre"]) for r in table}
     margin = np.ceil(reach_nm / vs).astype(int) + 1
     for index, box in enumerate(ndi.find_objects(synapses)):
-        if box is None or (index + 1) not in pre_of:
+        if box is None or (index + 1) not in members:
             continue
         grown = tuple(
             slice(max(0, s.start - m), min(n, s.stop + m))
@@ -109,7 +125,7 @@ def presynaptic_zone(
         )
         region = synapses[grown] == index + 1
         dist = ndi.distance_transform_edt(~region, sampling=vs)
-        out[grown] |= (dist <= reach_nm) & (neurons[grown] == pre_of[index + 1])
+        out[grown] |= (dist <= reach_nm) & np.isin(neurons[grown], list(members[index + 1]))
     return out
 
 
@@ -129,7 +145,8 @@ def phantom_synapse_volumes(count: int, shape=(24, 384, 384), seed: int = 0) -> 
     Returns
     -------
     list of dict
-        ``{"name", "raw", "synapse", "pre", "voxel_size", "phantom"}`` per phantom.
+        ``{"name", "raw", "synapse", "pre", "post", "voxel_size", "phantom"}`` per
+        phantom.
     """
     out = []
     for name, ph in phantom_series(count, shape, seed, synapse_density=10.0):
@@ -139,7 +156,8 @@ def phantom_synapse_volumes(count: int, shape=(24, 384, 384), seed: int = 0) -> 
                 "name": name,
                 "raw": ph.raw,
                 "synapse": ph.synapses > 0,
-                "pre": presynaptic_zone(ph.synapses, ph.neurons, ph.synapse_table, vs),
+                "pre": partner_zone(ph.synapses, ph.neurons, ph.synapse_table, vs, "pre"),
+                "post": partner_zone(ph.synapses, ph.neurons, ph.synapse_table, vs, "post"),
                 "voxel_size": vs,
                 "phantom": ph,
             }
@@ -156,9 +174,10 @@ class SynapsePlane:
     image : numpy.ndarray
         Normalised ``float32`` image ``(h, w)``.
     target : numpy.ndarray
-        ``(2, h, w)`` soft targets: synapse, presynaptic side.
+        ``(3, h, w)`` soft targets: synapse, presynaptic side, postsynaptic side.
     pre_supervised : bool
-        Whether channel 1 has truth on this plane (phantoms only).
+        Whether the partner channels (1 and 2) have truth on this plane (phantoms
+        only).
     source : str
         Name of the source volume.
     group : str
@@ -172,17 +191,22 @@ class SynapsePlane:
     group: str = ""
 
 
-def _planes(name, raw, synapse, pre, voxel_size, sections, planes, pixel, norm, group=""):
+def _planes(name, raw, synapse, sides, voxel_size, sections, planes, pixel, norm, group=""):
+    """Planes of one volume; ``sides`` is ``(pre, post)`` or None (no partner truth)."""
     syn = volume_planes(name, raw, synapse, voxel_size, sections, planes, pixel, norm)
-    if pre is None:
+    if sides is None:
         return [
-            SynapsePlane(p.image, np.stack([p.target, 0 * p.target]), False, name, group)
+            SynapsePlane(
+                p.image, np.stack([p.target, 0 * p.target, 0 * p.target]), False, name, group
+            )
             for p in syn
         ]
-    prs = volume_planes(name, raw, pre, voxel_size, sections, planes, pixel, norm)
+    pre, post = (
+        volume_planes(name, raw, m, voxel_size, sections, planes, pixel, norm) for m in sides
+    )
     return [
-        SynapsePlane(a.image, np.stack([a.target, b.target]), True, name, group)
-        for a, b in zip(syn, prs, strict=True)
+        SynapsePlane(a.image, np.stack([a.target, b.target, c.target]), True, name, group)
+        for a, b, c in zip(syn, pre, post, strict=True)
     ]
 
 
@@ -236,7 +260,7 @@ def make_synapse_samples(
             ph["name"],
             ph["raw"],
             ph["synapse"],
-            ph["pre"],
+            (ph["pre"], ph["post"]),
             ph["voxel_size"],
             sections,
             "auto",
@@ -248,7 +272,7 @@ def make_synapse_samples(
 
 
 class SynapsePatchSampler(PatchSampler):
-    """Draw augmented two-channel patches, each group of planes with an equal share.
+    """Draw augmented three-channel patches, each group of planes with an equal share.
 
     Parameters
     ----------
@@ -274,7 +298,7 @@ class SynapsePatchSampler(PatchSampler):
     def _patch(self, index: int):
         plane, rng = self.samples[index], self.rng
         parts = scale_crop(
-            [plane.image, plane.target[0], plane.target[1]],
+            [plane.image, *plane.target],
             self.patch_size,
             rng,
             self._scale_range(),
@@ -284,18 +308,18 @@ class SynapsePatchSampler(PatchSampler):
         if self.augment:
             parts = flip_and_deform(parts, rng, self.augment)
             # intensity changes of the image (and artefacts in the mask) only; the
-            # geometric ones were just applied to all four
+            # geometric ones were just applied to all five
             intensity = dataclasses.replace(self.augment, flips=False, deform_probability=0.0)
             image, syn, mask = augment_patch(
                 np.array(parts[0], np.float32),
                 np.array(parts[1], np.float32),
-                np.array(parts[3], np.float32),
+                np.array(parts[-1], np.float32),
                 rng,
                 intensity,
             )
-            parts = [image, syn, parts[2], mask]
-        image, syn, pre, mask = (np.ascontiguousarray(a, dtype=np.float32) for a in parts)
-        return image, np.stack([np.clip(syn, 0, 1), np.clip(pre, 0, 1)]), mask
+            parts = [image, syn, *parts[2:-1], mask]
+        image, *targets, mask = (np.ascontiguousarray(a, dtype=np.float32) for a in parts)
+        return image, np.clip(np.stack(targets), 0, 1), mask
 
     def batch(self, size: int):
         """Draw ``size`` patches.
@@ -308,9 +332,9 @@ class SynapsePatchSampler(PatchSampler):
         Returns
         -------
         tuple of numpy.ndarray
-            ``(images (n, 1, p, p), targets (n, 2, p, p), masks (n, 1, p, p),
+            ``(images (n, 1, p, p), targets (n, 3, p, p), masks (n, 1, p, p),
             pre_weight (n, 1, 1, 1))``, all ``float32``; ``pre_weight`` is 1 where the
-            presynaptic channel has truth.
+            partner channels have truth.
         """
         images, targets, masks, weights = [], [], [], []
         for index in self._draw(size):

@@ -1,4 +1,4 @@
-"""Tiled prediction of the synapse network's two maps (synapse, presynaptic side).
+"""Tiled prediction of the synapse network's maps (synapse, presynaptic, postsynaptic side).
 
 The same tiling, blending, resampling and out-of-memory handling as
 :func:`~.inference.predict_boundaries`; only every output channel is kept
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -18,7 +18,9 @@ from .inference import _resolve_model, check_inputs, run_prediction
 from .weights import WEIGHTS_DIR, ModelFileError, installed_model, load_model, resolve_device
 
 __all__ = [
+    "SYNAPSE_CHANNELS",
     "SYNAPSE_OUTPUT",
+    "SynapseMaps",
     "bundled_synapse_model_path",
     "load_synapse_model",
     "predict_synapse_maps",
@@ -26,6 +28,27 @@ __all__ = [
 
 #: ``output`` key of the synapse network's configuration.
 SYNAPSE_OUTPUT = "synapse_probability"
+#: Output channels of the synapse network, in order. Weights trained before the
+#: postsynaptic channel existed have the first two only; they still load.
+SYNAPSE_CHANNELS = ("synapse", "presynaptic", "postsynaptic")
+
+
+class SynapseMaps(NamedTuple):
+    """The synapse network's probability maps, ``float32`` in ``[0, 1]``.
+
+    Attributes
+    ----------
+    synapse : numpy.ndarray
+        Synaptic region.
+    presynaptic : numpy.ndarray
+        Presynaptic neuron near a synapse.
+    postsynaptic : numpy.ndarray or None
+        Synaptic region outside the presynaptic neuron (None from two-channel weights).
+    """
+
+    synapse: np.ndarray
+    presynaptic: np.ndarray
+    postsynaptic: np.ndarray | None
 
 
 def bundled_synapse_model_path() -> Path:
@@ -63,7 +86,7 @@ def load_synapse_model(path: Any = None, device: str | torch.device = "cpu"):
         command = "napari-connectome train --target synapses"
         path = installed_model(bundled_synapse_model_path(), "synapse", command)
     model, config = load_model(path, device=device)
-    if config.get("output") != SYNAPSE_OUTPUT or config["out_channels"] != 2:
+    if config.get("output") != SYNAPSE_OUTPUT or config["out_channels"] not in (2, 3):
         raise ModelFileError(
             f"{Path(path).name} is not a synapse model (output {config.get('output')!r}, "
             f"{config['out_channels']} channels); pass the synapse weights "
@@ -81,10 +104,11 @@ def predict_synapse_maps(
     batch_size: int = 8,
     tile_size: int = 256,
     planes: str | Sequence[str] = "auto",
+    augment: int = 1,
     progress: Callable[[int, int], Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Predict the synapse and presynaptic-side probability of every voxel.
+) -> SynapseMaps:
+    """Predict the synapse, presynaptic- and postsynaptic-side probability of every voxel.
 
     Parameters
     ----------
@@ -102,6 +126,9 @@ def predict_synapse_maps(
         :func:`~.inference.predict_boundaries`.
     planes : str or sequence of str
         Orientations averaged (see :func:`~.tiling.choose_planes`).
+    augment : {1, 2, 4, 8}
+        In-plane mirrored / rotated views averaged per tile (test-time augmentation,
+        see :func:`~.inference.symmetries`).
     progress : callable, optional
         ``progress(done_tiles, total_tiles)``.
     should_stop : callable, optional
@@ -109,9 +136,9 @@ def predict_synapse_maps(
 
     Returns
     -------
-    tuple of numpy.ndarray
-        ``(synapse, presynaptic)`` ``float32`` maps in ``[0, 1]`` with the shape of
-        ``volume``.
+    SynapseMaps
+        ``float32`` maps in ``[0, 1]`` with the shape of ``volume`` (``postsynaptic``
+        is None for a two-channel model).
 
     Raises
     ------
@@ -123,8 +150,9 @@ def predict_synapse_maps(
     if model is None or isinstance(model, (str, Path)):
         model = load_synapse_model(model, device)
     model, config = _resolve_model(model, None, device)
-    if int(config["out_channels"]) < 2:
-        raise ValueError("the synapse prediction needs a model with 2 output channels")
+    channels = min(int(config["out_channels"]), len(SYNAPSE_CHANNELS))
+    if channels < 2:
+        raise ValueError("the synapse prediction needs a model with 2 or 3 output channels")
     out = run_prediction(
         volume,
         ndim,
@@ -132,13 +160,14 @@ def predict_synapse_maps(
         orientations,
         (model, config),
         device=device,
-        channels=2,
+        channels=channels,
         batch_size=batch_size,
         tile_size=tile_size,
         progress=progress,
         should_stop=should_stop,
         purpose="no synapses",
+        augment=augment,
     )
     if ndim == 2:
         out = out[:, 0]
-    return out[0], out[1]
+    return SynapseMaps(out[0], out[1], out[2] if channels == 3 else None)

@@ -5,11 +5,12 @@ Command line (what made the shipped weights; see docs/SYNAPSE_MODEL.md)::
     napari-connectome train --target synapses --data-dir ../shared/data \\
         --output src/napari_connectome/models/weights/synapse_unet.safetensors
 
-The network is the boundary U-Net (:mod:`~.unet`) with two output channels
-(synapse, presynaptic side; see :mod:`~.synapse_data`), started from the
-bundled boundary model's weights, trained with the same augmentation and
-canonical pixel size, and validated on the held-out sections with the object
-detection scores of :mod:`napari_connectome.core.synapse_metrics`.
+The network is the boundary U-Net (:mod:`~.unet`) with three output channels
+(synapse, presynaptic side, postsynaptic side; see :mod:`~.synapse_data`),
+started from the bundled boundary model's weights (or from a synapse model's),
+trained with the same augmentation and canonical pixel size, and validated on
+the held-out sections with the object detection scores of
+:mod:`napari_connectome.core.synapse_metrics`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .synapse_data import (
     make_synapse_samples,
     phantom_synapse_volumes,
 )
-from .synapse_inference import SYNAPSE_OUTPUT, predict_synapse_maps
+from .synapse_inference import SYNAPSE_CHANNELS, SYNAPSE_OUTPUT, predict_synapse_maps
 from .training_loop import (
     add_training_arguments,
     config_arguments,
@@ -74,11 +75,16 @@ class SynapseTrainingConfig:
         Weight of the soft Dice term of each channel.
     pre_weight : float
         Weight of the presynaptic channel's loss.
+    post_weight : float
+        Weight of the postsynaptic channel's loss; 0 (the default) trains a
+        two-channel model without that channel.
     positive_fraction : float
         Share of patches centred on a synapse.
     init_weights : str or None
         Boundary (or synapse) weights to start from; ``"bundled"``: the bundled
-        boundary model; None: random.
+        boundary model; None: random. Output channels the source lacks start as
+        copies of its last one (the boundary map; for a two-channel synapse model
+        the presynaptic zone, the postsynaptic zone's mirror).
     seed : int
         Seed of everything random.
     device : str
@@ -104,6 +110,7 @@ class SynapseTrainingConfig:
     warmup_steps: int = 50
     dice_weight: float = 0.5
     pre_weight: float = 0.5
+    post_weight: float = 0.0
     positive_fraction: float = 0.5
     init_weights: str | None = "bundled"
     seed: int = 0
@@ -118,7 +125,8 @@ class SynapseTrainingConfig:
 
 
 def _initial_model(config: SynapseTrainingConfig):
-    model_config = default_config(out_channels=2, output=SYNAPSE_OUTPUT)
+    channels = len(SYNAPSE_CHANNELS) if config.post_weight > 0 else 2
+    model_config = default_config(out_channels=channels, output=SYNAPSE_OUTPUT)
     model = build_model(model_config)
     if not config.init_weights:
         return model, model_config
@@ -132,19 +140,28 @@ def _initial_model(config: SynapseTrainingConfig):
     for key, value in state.items():
         if key in own and own[key].shape == value.shape:
             own[key] = value
-        elif key.startswith("head.") and key in own:  # 1 -> 2 channels: copy the boundary head
-            own[key] = value.expand_as(own[key]).clone()
+        elif key.startswith("head.") and key in own:  # fewer channels: copy, repeat the last
+            grown = value[-1:].expand_as(own[key]).clone()
+            grown[: value.shape[0]] = value
+            own[key] = grown
     model.load_state_dict(own)
     return model, model_config
 
 
-def _loss(logits, targets, masks, pre_weight_mask, config: SynapseTrainingConfig):
+def _loss(logits, targets, masks, partner_mask, config: SynapseTrainingConfig):
+    """Synapse loss everywhere, plus the partner channels' where they have truth."""
     syn = boundary_loss(logits[:, :1], targets[:, :1], masks, config.dice_weight)
-    pre_mask = masks * pre_weight_mask
-    if float(pre_mask.sum()) == 0:
+    side_mask = masks * partner_mask
+    if float(side_mask.sum()) == 0:
         return syn
-    pre = boundary_loss(logits[:, 1:2], targets[:, 1:2], pre_mask, config.dice_weight)
-    return syn + config.pre_weight * pre
+    for channel, weight in ((1, config.pre_weight), (2, config.post_weight)):
+        if weight == 0:
+            continue
+        side = slice(channel, channel + 1)
+        syn = syn + weight * boundary_loss(
+            logits[:, side], targets[:, side], side_mask, config.dice_weight
+        )
+    return syn
 
 
 def train_synapses(
@@ -274,16 +291,16 @@ def validate_synapse_model(weights, data_dir, seed: int = 0, phantom_shape=(24, 
     model = load_model(weights)
     scores = {}
     for item in validation_sets(data_dir, seed, phantom_shape):
-        syn, pre = predict_synapse_maps(item["raw"], item["voxel_size"], model, device="cpu")
-        found = detect_synapses(syn, item["voxel_size"], **DETECTION_DEFAULTS)
+        maps = predict_synapse_maps(item["raw"], item["voxel_size"], model, device="cpu")
+        found = detect_synapses(maps.synapse, item["voxel_size"], **DETECTION_DEFAULTS)
         entry = {
             "sections": [int(z) for z in item["sections"]],
             "voxel_size": list(item["voxel_size"]),
-            "pixel": boundary_scores(syn, item["truth"] > 0),
+            "pixel": boundary_scores(maps.synapse, item["truth"] > 0),
             "detection": detection_scores(found, item["truth"], item["voxel_size"]),
         }
         if "neurons" in item:
-            table = assign_partners(found, item["neurons"], pre)
+            table = assign_partners(found, item["neurons"], maps.presynaptic, maps.postsynaptic)
             truth_rows = truth_partner_rows(item["table"], item["voxel_size"])
             entry["partners"] = partner_accuracy(table, truth_rows)
         scores[item["name"]] = entry
@@ -325,6 +342,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         help="weight of the presynaptic-side channel's loss (default 0.5)",
     )
     parser.add_argument(
+        "--post-weight",
+        type=float,
+        default=SynapseTrainingConfig.post_weight,
+        help="weight of the postsynaptic-side channel's loss (default 0: a two-channel "
+        "model without it)",
+    )
+    parser.add_argument(
         "--validate-only",
         action="store_true",
         help="only score the existing --output weights and update the record",
@@ -347,6 +371,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         init_weights=None if args.init_weights == "none" else args.init_weights,
         max_minutes=args.max_minutes,
         pre_weight=args.pre_weight,
+        post_weight=args.post_weight,
     )
     return run_training(train_synapses, config)
 
