@@ -28,7 +28,8 @@ ties; the chosen setting is re-scored with :func:`detect_synapses` itself.
 
 Usage::
 
-    python scripts/tune_synapse_detection.py [--model WEIGHTS] [--data-dir ../shared/data]
+    python scripts/tune_synapse_detection.py [--model WEIGHTS] [--data-dir ../shared/data] \
+        [--augment 1|2|4|8]
 """
 
 from __future__ import annotations

@@ -64,24 +64,24 @@ class SynapseResult:
         ``float32`` synapse probability.
     presynaptic : numpy.ndarray
         ``float32`` presynaptic-side probability.
-    postsynaptic : numpy.ndarray or None
-        ``float32`` postsynaptic-side probability (None from a two-channel model:
-        partners then count the synapse's own voxels in each segment).
     table : SynapseTable or None
         Partners (None without a segmentation).
     model : dict
         Name and configuration of the model.
     settings : dict
         The detection settings used.
+    postsynaptic : numpy.ndarray or None
+        ``float32`` postsynaptic-side probability (None from a two-channel model:
+        partners then count the synapse's own voxels in each segment).
     """
 
     detections: SynapseDetections
     probability: np.ndarray
     presynaptic: np.ndarray
-    postsynaptic: np.ndarray | None = None
     table: SynapseTable | None = None
     model: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    postsynaptic: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.detections)
@@ -265,7 +265,14 @@ def detect_volume(
         raise SynapseDetectionCancelled("synapse detection cancelled")
     report(_PREDICT_SHARE, "finding synapse objects")
     detections = detect_synapses(maps.synapse, voxel_size, **settings)
-    result = SynapseResult(detections, *maps, model=model_record, settings=settings)
+    result = SynapseResult(
+        detections,
+        maps.synapse,
+        maps.presynaptic,
+        model=model_record,
+        settings=settings,
+        postsynaptic=maps.postsynaptic,
+    )
     if segmentation is not None and len(detections):
         report(0.95, "assigning partners")
         result.assign(segmentation, fragment_table)

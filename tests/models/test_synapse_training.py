@@ -97,6 +97,11 @@ def test_a_two_channel_synapse_model_grows_a_postsynaptic_head(tmp_path):
     for key in ("head.weight", "head.bias"):
         np.testing.assert_array_equal(a[key][:2], b[key])  # kept
         np.testing.assert_array_equal(a[key][2], b[key][1])  # starts as the pre zone
+    # going on from it without a postsynaptic weight would drop that channel: refused
+    with pytest.raises(ValueError, match="--post-weight"):
+        train_synapses(config(tmp_path, "back.safetensors", steps=0, init_weights=cfg.output))
+    with pytest.raises(ValueError, match=">= 0"):
+        train_synapses(config(tmp_path, "neg.safetensors", steps=0, post_weight=-1.0))
 
 
 def test_validation_scores_and_command_line(tmp_path, capsys):

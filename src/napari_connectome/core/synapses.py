@@ -271,7 +271,8 @@ class SynapseTable:
     post_fraction : float
         A non-presynaptic segment is postsynaptic when it holds at least this share
         of the largest non-presynaptic postsynaptic weight (the sum of its contact
-        probes' postsynaptic probabilities) and at least ``min_contacts`` of it.
+        probes' postsynaptic probabilities; their count for a two-channel model) and
+        at least ``min_contacts`` of it.
     min_contacts : float
         Least postsynaptic weight of a postsynaptic segment.
     pre : numpy.ndarray

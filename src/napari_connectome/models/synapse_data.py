@@ -1,6 +1,7 @@
 """Training data of the synapse network: three-channel targets and their patches.
 
-The synapse network is the boundary U-Net with three output channels:
+The synapse network is the boundary U-Net with two output channels, or three
+when trained with a postsynaptic loss weight (the targets always have three):
 
 - channel 0, ``synapse``: the synaptic region as the truth marks it (ISBI 2012
   ``synapses`` ids, VNC stack 1 ``synapses`` mask, the phantom's cleft contacts

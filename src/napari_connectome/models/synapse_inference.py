@@ -43,7 +43,7 @@ class SynapseMaps(NamedTuple):
     presynaptic : numpy.ndarray
         Presynaptic neuron near a synapse.
     postsynaptic : numpy.ndarray or None
-        Synaptic region outside the presynaptic neuron (None from two-channel weights).
+        Postsynaptic neurons near a synapse (None from two-channel weights).
     """
 
     synapse: np.ndarray

@@ -5,8 +5,9 @@ Command line (what made the shipped weights; see docs/SYNAPSE_MODEL.md)::
     napari-connectome train --target synapses --data-dir ../shared/data \\
         --output src/napari_connectome/models/weights/synapse_unet.safetensors
 
-The network is the boundary U-Net (:mod:`~.unet`) with three output channels
-(synapse, presynaptic side, postsynaptic side; see :mod:`~.synapse_data`),
+The network is the boundary U-Net (:mod:`~.unet`) with two output channels
+(synapse, presynaptic side) or, with ``--post-weight W`` > 0, three (and the
+postsynaptic side; see :mod:`~.synapse_data`),
 started from the bundled boundary model's weights (or from a synapse model's),
 trained with the same augmentation and canonical pixel size, and validated on
 the held-out sections with the object detection scores of
@@ -125,6 +126,11 @@ class SynapseTrainingConfig:
 
 
 def _initial_model(config: SynapseTrainingConfig):
+    if config.pre_weight < 0 or config.post_weight < 0:
+        raise ValueError(
+            f"the channel loss weights must be >= 0; got pre {config.pre_weight}, "
+            f"post {config.post_weight}"
+        )
     channels = len(SYNAPSE_CHANNELS) if config.post_weight > 0 else 2
     model_config = default_config(out_channels=channels, output=SYNAPSE_OUTPUT)
     model = build_model(model_config)
@@ -137,6 +143,12 @@ def _initial_model(config: SynapseTrainingConfig):
     model = build_model(model_config)
     state = source.state_dict()
     own = model.state_dict()
+    have = int(source_config.get("out_channels", 1))
+    if have > channels:
+        raise ValueError(
+            f"{path} has {have} output channels but this run trains {channels}: pass "
+            "--post-weight W (> 0) to keep training its postsynaptic channel"
+        )
     for key, value in state.items():
         if key in own and own[key].shape == value.shape:
             own[key] = value
