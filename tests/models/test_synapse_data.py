@@ -42,11 +42,12 @@ def test_postsynaptic_zone_is_the_post_neurons_near_the_synapse():
 
 
 def test_phantom_targets_have_both_partner_zones():
-    (ph,) = phantom_synapse_volumes(1, shape=(16, 256, 256), seed=3)
-    assert ph["post"].any() and ph["pre"].any()
+    (ph,) = phantom_synapse_volumes(1, shape=(16, 256, 256), seed=3, sides=("pre", "post"))
+    pre, post = ph["sides"]
+    assert post.any() and pre.any()
     table = ph["phantom"].synapse_table
-    assert set(np.unique(ph["phantom"].neurons[ph["post"]])) <= set(table["post"].tolist())
-    assert (ph["post"] & ph["synapse"]).any()  # over the postsynaptic densities too
+    assert set(np.unique(ph["phantom"].neurons[post])) <= set(table["post"].tolist())
+    assert (post & ph["synapse"]).any()  # over the postsynaptic densities too
 
 
 def test_default_sources_hold_out_the_validation_sections(tmp_path):
@@ -71,8 +72,10 @@ def test_held_out_sections_never_become_training_planes(tmp_path):
     )
     samples = make_synapse_samples([source], pixel_size_nm=8.0)
     assert len(samples) == 7
-    assert all(s.target.shape == (3, 32, 32) for s in samples)
+    assert all(s.target.shape == (2, 32, 32) for s in samples)
     assert all(s.target.max() == 0 and not s.pre_supervised for s in samples)
+    with_post = make_synapse_samples([source], pixel_size_nm=8.0, postsynaptic=True)
+    assert all(s.target.shape == (3, 32, 32) and s.target.max() == 0 for s in with_post)
 
 
 def plane(pre_supervised, source):

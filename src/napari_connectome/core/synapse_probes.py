@@ -120,15 +120,12 @@ def partner_probes(
             if len(coords) > max_probes:
                 coords = coords[np.sort(rng.choice(len(coords), max_probes, replace=False))]
             side = postsynaptic if is_contact else presynaptic
-            if side is None:
-                side_weight = np.ones(len(coords))
-            else:
-                side_weight = np.asarray(side[grown][tuple(coords.T)], float)
-            if is_contact:
-                parts.append((row, coords + origin, side_weight, np.zeros(len(coords))))
-            else:
-                pre_weight = side_weight**pre_power
-                parts.append((row, coords + origin, np.zeros(len(coords)), pre_weight))
+            weight = np.ones(len(coords))
+            if side is not None:
+                weight = np.asarray(side[grown][tuple(coords.T)], float)
+            none = np.zeros(len(coords))
+            post_w, pre_w = (weight, none) if is_contact else (none, weight**pre_power)
+            parts.append((row, coords + origin, post_w, pre_w))
     if not parts:
         nd = labels.ndim
         return PartnerProbes(

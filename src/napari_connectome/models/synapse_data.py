@@ -1,7 +1,7 @@
-"""Training data of the synapse network: three-channel targets and their patches.
+"""Training data of the synapse network: two- or three-channel targets and their patches.
 
 The synapse network is the boundary U-Net with two output channels, or three
-when trained with a postsynaptic loss weight (the targets always have three):
+when trained with a postsynaptic loss weight:
 
 - channel 0, ``synapse``: the synaptic region as the truth marks it (ISBI 2012
   ``synapses`` ids, VNC stack 1 ``synapses`` mask, the phantom's cleft contacts
@@ -130,8 +130,10 @@ def partner_zone(
     return out
 
 
-def phantom_synapse_volumes(count: int, shape=(24, 384, 384), seed: int = 0) -> list[dict]:
-    """Phantoms with synapse and presynaptic targets, alternating ssTEM and FIB-SEM voxels.
+def phantom_synapse_volumes(
+    count: int, shape=(24, 384, 384), seed: int = 0, sides=("pre",)
+) -> list[dict]:
+    """Phantoms with synapse and partner targets, alternating ssTEM and FIB-SEM voxels.
 
     Parameters
     ----------
@@ -142,12 +144,14 @@ def phantom_synapse_volumes(count: int, shape=(24, 384, 384), seed: int = 0) -> 
         in-plane size.
     seed : int
         Base seed (phantom ``i`` uses ``seed + i``).
+    sides : sequence of {"pre", "post"}
+        The partner zones to compute (:func:`partner_zone`), in this order.
 
     Returns
     -------
     list of dict
-        ``{"name", "raw", "synapse", "pre", "post", "voxel_size", "phantom"}`` per
-        phantom.
+        ``{"name", "raw", "synapse", "sides", "voxel_size", "phantom"}`` per phantom,
+        ``sides`` the tuple of partner-zone masks.
     """
     out = []
     for name, ph in phantom_series(count, shape, seed, synapse_density=10.0):
@@ -157,8 +161,10 @@ def phantom_synapse_volumes(count: int, shape=(24, 384, 384), seed: int = 0) -> 
                 "name": name,
                 "raw": ph.raw,
                 "synapse": ph.synapses > 0,
-                "pre": partner_zone(ph.synapses, ph.neurons, ph.synapse_table, vs, "pre"),
-                "post": partner_zone(ph.synapses, ph.neurons, ph.synapse_table, vs, "post"),
+                "sides": tuple(
+                    partner_zone(ph.synapses, ph.neurons, ph.synapse_table, vs, side)
+                    for side in sides
+                ),
                 "voxel_size": vs,
                 "phantom": ph,
             }
@@ -175,10 +181,11 @@ class SynapsePlane:
     image : numpy.ndarray
         Normalised ``float32`` image ``(h, w)``.
     target : numpy.ndarray
-        ``(3, h, w)`` soft targets: synapse, presynaptic side, postsynaptic side.
+        ``(2, h, w)`` or ``(3, h, w)`` soft targets: synapse, presynaptic side (and
+        postsynaptic side).
     pre_supervised : bool
-        Whether the partner channels (1 and 2) have truth on this plane (phantoms
-        only).
+        Whether the partner channels (all but the first) have truth on this plane
+        (phantoms only).
     source : str
         Name of the source volume.
     group : str
@@ -192,23 +199,23 @@ class SynapsePlane:
     group: str = ""
 
 
-def _planes(name, raw, synapse, sides, voxel_size, sections, planes, pixel, norm, group=""):
-    """Planes of one volume; ``sides`` is ``(pre, post)`` or None (no partner truth)."""
+def _planes(
+    name, raw, synapse, zones, channels, voxel_size, sections, planes, pixel, norm, group=""
+):
+    """Planes of one volume with ``channels`` targets: the synapse, then partner zones.
+
+    ``zones`` holds the partner-zone masks; none means no partner truth (zero planes,
+    masked out of the loss).
+    """
     syn = volume_planes(name, raw, synapse, voxel_size, sections, planes, pixel, norm)
-    if sides is None:
-        return [
-            SynapsePlane(
-                p.image, np.stack([p.target, 0 * p.target, 0 * p.target]), False, name, group
-            )
-            for p in syn
-        ]
-    pre, post = (
-        volume_planes(name, raw, m, voxel_size, sections, planes, pixel, norm) for m in sides
-    )
-    return [
-        SynapsePlane(a.image, np.stack([a.target, b.target, c.target]), True, name, group)
-        for a, b, c in zip(syn, pre, post, strict=True)
+    zone_planes = [
+        volume_planes(name, raw, m, voxel_size, sections, planes, pixel, norm) for m in zones
     ]
+    out = []
+    for k, p in enumerate(syn):
+        sides = [z[k].target for z in zone_planes] or [0 * p.target] * (channels - 1)
+        out.append(SynapsePlane(p.image, np.stack([p.target, *sides]), bool(zones), name, group))
+    return out
 
 
 def make_synapse_samples(
@@ -219,6 +226,7 @@ def make_synapse_samples(
     phantom_shape=(24, 384, 384),
     seed: int = 0,
     normalization: dict | None = None,
+    postsynaptic: bool = False,
 ) -> list[SynapsePlane]:
     """Training planes of the synapse network (held-out sections excluded).
 
@@ -236,32 +244,37 @@ def make_synapse_samples(
         Seed of the phantoms.
     normalization : dict, optional
         Normalisation of the model configuration.
+    postsynaptic : bool
+        Add the postsynaptic target (three channels instead of two).
 
     Returns
     -------
     list of SynapsePlane
         Every training plane.
     """
+    sides = ("pre", "post") if postsynaptic else ("pre",)
     samples: list[SynapsePlane] = []
     for source, raw, target, train in training_volumes(sources):
         samples += _planes(
             source.label,
             raw,
             target,
-            None,
+            (),
+            1 + len(sides),
             source.voxel_size,
             train,
             source.planes,
             pixel_size_nm,
             normalization,
         )
-    for ph in phantom_synapse_volumes(phantoms, phantom_shape, seed):
+    for ph in phantom_synapse_volumes(phantoms, phantom_shape, seed, sides):
         sections = list(range(ph["raw"].shape[0]))
         samples += _planes(
             ph["name"],
             ph["raw"],
             ph["synapse"],
-            (ph["pre"], ph["post"]),
+            ph["sides"],
+            1 + len(sides),
             ph["voxel_size"],
             sections,
             "auto",
@@ -273,7 +286,7 @@ def make_synapse_samples(
 
 
 class SynapsePatchSampler(PatchSampler):
-    """Draw augmented three-channel patches, each group of planes with an equal share.
+    """Draw augmented patches of every target channel, each group of planes with an equal share.
 
     Parameters
     ----------
@@ -309,7 +322,7 @@ class SynapsePatchSampler(PatchSampler):
         if self.augment:
             parts = flip_and_deform(parts, rng, self.augment)
             # intensity changes of the image (and artefacts in the mask) only; the
-            # geometric ones were just applied to all five
+            # geometric ones were just applied to all
             intensity = dataclasses.replace(self.augment, flips=False, deform_probability=0.0)
             image, syn, mask = augment_patch(
                 np.array(parts[0], np.float32),
@@ -333,7 +346,7 @@ class SynapsePatchSampler(PatchSampler):
         Returns
         -------
         tuple of numpy.ndarray
-            ``(images (n, 1, p, p), targets (n, 3, p, p), masks (n, 1, p, p),
+            ``(images (n, 1, p, p), targets (n, c, p, p), masks (n, 1, p, p),
             pre_weight (n, 1, 1, 1))``, all ``float32``; ``pre_weight`` is 1 where the
             partner channels have truth.
         """

@@ -162,18 +162,18 @@ def _initial_model(config: SynapseTrainingConfig):
 
 def _loss(logits, targets, masks, partner_mask, config: SynapseTrainingConfig):
     """Synapse loss everywhere, plus the partner channels' where they have truth."""
-    syn = boundary_loss(logits[:, :1], targets[:, :1], masks, config.dice_weight)
+    total = boundary_loss(logits[:, :1], targets[:, :1], masks, config.dice_weight)
     side_mask = masks * partner_mask
     if float(side_mask.sum()) == 0:
-        return syn
+        return total
     for channel, weight in ((1, config.pre_weight), (2, config.post_weight)):
         if weight == 0:
             continue
         side = slice(channel, channel + 1)
-        syn = syn + weight * boundary_loss(
+        total = total + weight * boundary_loss(
             logits[:, side], targets[:, side], side_mask, config.dice_weight
         )
-    return syn
+    return total
 
 
 def train_synapses(
@@ -197,7 +197,11 @@ def train_synapses(
 
     def setup():
         model, model_config = _initial_model(config)
-        samples = make_synapse_samples(sources, **sample_options(config, model_config))
+        samples = make_synapse_samples(
+            sources,
+            **sample_options(config, model_config),
+            postsynaptic=model_config["out_channels"] > 2,
+        )
         sampler = SynapsePatchSampler(
             samples,
             config.patch_size,
@@ -261,7 +265,7 @@ def validation_sets(data_dir, seed: int = 0, phantom_shape=(24, 384, 384)) -> li
     sets = held_out_volumes(sources, truth=lambda s, archive: np.asarray(archive[s.membranes]))
     for item in sets:  # a synapse is a connected region (ISBI's ids cut regions in pieces)
         item["truth"] = synapse_regions(item["truth"])
-    for ph in phantom_synapse_volumes(2, phantom_shape, seed + 10_000):
+    for ph in phantom_synapse_volumes(2, phantom_shape, seed + 10_000, sides=()):
         p = ph["phantom"]
         sets.append(
             {
