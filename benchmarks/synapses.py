@@ -173,12 +173,16 @@ def scaled_table(table, copies: int):
     from napari_connectome.core.synapses import PartnerProbes
 
     n, p = len(table), table.probes
+    m = len(p.synapse)
     top = int(table.probe_fragments.max()) + 1
     probes = PartnerProbes(
         synapse=np.concatenate([p.synapse + k * n for k in range(copies)]),
         coords=np.concatenate([p.coords] * copies),
         contact=np.concatenate([p.contact] * copies),
         pre=np.concatenate([p.pre] * copies),
+        facing_from=np.concatenate(
+            [np.where(p.facing() >= 0, p.facing() + k * m, -1) for k in range(copies)]
+        ),
     )
     frags = np.concatenate([table.probe_fragments + k * top for k in range(copies)])
     big = replace(

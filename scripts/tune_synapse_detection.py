@@ -17,9 +17,10 @@ phantoms, so the settings that suit one domain hurt the other.) Then, at that
 setting, it compares the partner settings of
 :func:`~napari_connectome.core.synapses.assign_partners` (presynaptic weighting
 ``pre_power``, postsynaptic share ``post_fraction``, zone radius ``reach_nm``) on the
-training phantoms (and the least postsynaptic weight ``min_contacts``). It prints
-the tables and the values to put in ``DETECTION_DEFAULTS``, ``PRE_POWER``,
-``REACH_NM``, ``POST_FRACTION`` and ``MIN_CONTACTS``.
+training phantoms (and the least postsynaptic weight ``min_contacts`` and the
+facing distances ``facing_nm``, none meaning every contact counts). It prints the
+tables and the values to put in ``DETECTION_DEFAULTS``, ``PRE_POWER``, ``REACH_NM``,
+``POST_FRACTION``, ``MIN_CONTACTS`` and ``FACING_NM``.
 
 The sweep scores the components of each threshold once and then filters them
 (suppression folds the centres of the weaker into the stronger, weighted by their
@@ -51,6 +52,7 @@ PRE_POWERS = (1.0, 2.0, 4.0)
 POST_FRACTIONS = (0.05, 0.1, 0.15, 0.25)
 REACHES_NM = (60.0, 120.0)
 MIN_POST_WEIGHTS = (3.0, 1.0)  # the default first: it wins ties
+FACINGS_NM = ((30.0, 60.0, 90.0), (15.0, 30.0, 45.0), ())  # (): the plain contact rule
 TARGET = {"real": 0.75, "phantom": 0.9}
 FACES = ndi.generate_binary_structure(3, 1)
 TRAINING_SECTIONS = {
@@ -235,14 +237,16 @@ def main() -> None:
         )
     print("\npartners on the training phantoms (true neurons as the segmentation):")
     print(
-        "| pre_power | post_fraction | reach (nm) | min_contacts | partner accuracy "
-        "| presynaptic right |"
+        "| pre_power | post_fraction | reach (nm) | min_contacts | facing (nm) "
+        "| partner accuracy | presynaptic right |"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---|---:|---:|")
     phantoms = [s for s in sets if s["kind"] == "phantom"]
     results = {}
-    for setting in itertools.product(PRE_POWERS, POST_FRACTIONS, REACHES_NM, MIN_POST_WEIGHTS):
-        power, fraction, reach, least = setting
+    for setting in itertools.product(
+        PRE_POWERS, POST_FRACTIONS, REACHES_NM, MIN_POST_WEIGHTS, FACINGS_NM
+    ):
+        power, fraction, reach, least, facing = setting
         pooled = pooled_partner_accuracy(
             partner_accuracy(
                 assign_partners(
@@ -254,6 +258,7 @@ def main() -> None:
                     post_fraction=fraction,
                     reach_nm=reach,
                     min_contacts=least,
+                    facing_nm=facing,
                 ),
                 truth_partner_rows(s["phantom"].synapse_table, s["voxel"]),
             )
@@ -261,14 +266,16 @@ def main() -> None:
         )
         results[setting] = pooled
         print(
-            f"| {power:g} | {fraction:g} | {reach:g} | {least:g} | {pooled['accuracy']:.3f} | "
+            f"| {power:g} | {fraction:g} | {reach:g} | {least:g} | "
+            f"{', '.join(f'{d:g}' for d in facing) or 'none'} | {pooled['accuracy']:.3f} | "
             f"{pooled['pre_accuracy']:.3f} |"
         )
     best = max(results, key=lambda k: results[k]["accuracy"])
-    power, fraction, reach, least = best
+    power, fraction, reach, least, facing = best
     print(
         f"\nchosen partners: pre_power={power:g}, post_fraction={fraction:g}, "
-        f"reach_nm={reach:g}, min_contacts={least:g} ({results[best]['matched']} TP)"
+        f"reach_nm={reach:g}, min_contacts={least:g}, facing_nm={facing} "
+        f"({results[best]['matched']} TP)"
     )
 
 

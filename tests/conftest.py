@@ -39,3 +39,24 @@ def write_store():
         return save_result(result, path, attrs=attrs)
 
     return write
+
+
+def _polyadic_scene():
+    """Pre segment 1 (x < 30) facing posts 2 (y < 30) and 3 (y >= 30) across a cleft."""
+    shape = (4, 60, 60)
+    seg = np.zeros(shape, np.uint32)
+    seg[:, :, :30] = 1
+    seg[:, :30, 30:] = 2
+    seg[:, 30:, 30:] = 3
+    seg[:, :, 50:] = 4  # a bystander, far from the cleft
+    prob = np.zeros(shape, np.float32)
+    prob[1:3, 18:42, 27:35] = 0.9  # the cleft straddles x = 30, over both posts
+    pre = np.zeros(shape, np.float32)
+    pre[:, :, 15:30] = 0.8  # the presynaptic side (T-bar, vesicles)
+    return seg, prob, pre
+
+
+@pytest.fixture
+def polyadic_scene():
+    """Factory of :func:`_polyadic_scene` (each call a fresh copy to change)."""
+    return _polyadic_scene

@@ -9,16 +9,9 @@ from napari_connectome.core.connectome import (
     write_edges_csv,
     write_synapse_csv,
 )
+from napari_connectome.core.synapse_table import SYNAPSE_ROW_DTYPE
 
-DTYPE = [
-    ("id", np.uint32),
-    ("z", float),
-    ("y", float),
-    ("x", float),
-    ("pre", np.uint64),
-    ("post", np.uint64),
-    ("confidence", float),
-]
+DTYPE = SYNAPSE_ROW_DTYPE
 
 
 def table():

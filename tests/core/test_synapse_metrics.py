@@ -10,15 +10,9 @@ from napari_connectome.core.synapse_metrics import (
     synapse_regions,
     truth_partner_rows,
 )
+from napari_connectome.core.synapse_table import SYNAPSE_ROW_DTYPE
 
-ROW = [
-    ("id", np.uint32),
-    ("z", float),
-    ("y", float),
-    ("x", float),
-    ("pre", np.uint64),
-    ("post", np.uint64),
-]
+ROW = [(name, SYNAPSE_ROW_DTYPE[name]) for name in ("id", "z", "y", "x", "pre", "post")]
 
 
 def rows(items):

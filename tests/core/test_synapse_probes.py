@@ -17,7 +17,8 @@ def scene():
 
 def test_contact_and_zone_probes():
     det, pre = scene()
-    probes = partner_probes(det, pre, reach_nm=20.0, max_probes=10_000)
+    probes = partner_probes(det, pre, reach_nm=20.0, max_probes=10_000, facing_nm=())
+    assert np.all(probes.facing() == -1)
     contact = probes.contact == 1
     assert contact.sum() == 80  # every synapse voxel
     assert np.all(det.labels[tuple(probes.coords[contact].T)] == 1)
@@ -30,7 +31,9 @@ def test_contact_and_zone_probes():
     # zone probes weigh the squared presynaptic probability by default
     np.testing.assert_allclose(probes.pre[~contact], np.where(zone[:, 2] < 38, 0.49, 0.0))
     assert np.all(probes.synapse == 0)
-    linear = partner_probes(det, pre, reach_nm=20.0, max_probes=10_000, pre_power=1.0)
+    linear = partner_probes(
+        det, pre, reach_nm=20.0, max_probes=10_000, pre_power=1.0, facing_nm=()
+    )
     expected = np.where(zone[:, 2] < 38, 0.7, 0.0)
     np.testing.assert_allclose(linear.pre[linear.contact == 0], expected)
 
@@ -80,7 +83,9 @@ def test_probe_cap_is_reproducible():
     det, pre = scene()
     a = partner_probes(det, pre, max_probes=16)
     b = partner_probes(det, pre, max_probes=16)
-    assert (a.contact == 1).sum() == 16 and (a.contact == 0).sum() == 16
+    facing = a.facing() >= 0
+    assert (a.contact == 1).sum() == 16 and (a.contact[~facing] == 0).sum() == 16
+    assert facing.sum() == 16 * 3  # three distances from each contact probe
     np.testing.assert_array_equal(a.coords, b.coords)
     uniform = partner_probes(det, None, max_probes=16)
     np.testing.assert_allclose(uniform.pre[uniform.contact == 0], 1.0)
@@ -90,3 +95,25 @@ def test_presynaptic_map_of_another_shape():
     det, pre = scene()
     with pytest.raises(ValueError, match="does not match"):
         partner_probes(det, pre[:, :10])
+
+
+def test_facing_probes_step_towards_the_presynaptic_side():
+    det, pre = scene()  # presynaptic side: x < 38; the cleft: x 38-41, y 30-49
+    probes = partner_probes(det, pre, max_probes=10_000, facing_nm=(8.0, 16.0))
+    facing = probes.facing()
+    is_facing = facing >= 0
+    assert is_facing.sum() == 2 * (probes.contact == 1).sum()
+    origin = probes.coords[facing[is_facing]]
+    step = probes.coords[is_facing] - origin
+    assert np.all(probes.contact[facing[is_facing]] == 1)  # they face from contact probes
+    assert np.all(step[:, 0] == 0)  # within the section (40 nm sections, 4 nm pixels)
+    assert np.all(step[:, 2] < 0)  # towards the presynaptic side
+    np.testing.assert_allclose(np.abs(step[:, 2]).max(), 4)  # 16 nm at 4 nm per pixel
+    assert np.all((probes.contact[is_facing] == 0) & (probes.pre[is_facing] == 0))
+    assert not np.any(partner_probes(det, None).facing() >= 0)  # no map, no direction
+
+
+def test_bad_facing_distances():
+    det, pre = scene()
+    with pytest.raises(ValueError, match="facing distances"):
+        partner_probes(det, pre, facing_nm=(30.0, 0.0))

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from napari_connectome.core.synapses import (
-    SynapseTable,
     assign_partners,
     detect_synapses,
     effective_peak_threshold,
@@ -108,22 +107,7 @@ def test_detect_bad_input(prob, vs, kwargs, match):
         detect_synapses(prob, vs, **kwargs)
 
 
-def polyadic_scene():
-    """Pre segment 1 (x < 30) facing posts 2 (y < 30) and 3 (y >= 30) across a cleft."""
-    shape = (4, 60, 60)
-    seg = np.zeros(shape, np.uint32)
-    seg[:, :, :30] = 1
-    seg[:, :30, 30:] = 2
-    seg[:, 30:, 30:] = 3
-    seg[:, :, 50:] = 4  # a bystander, far from the cleft
-    prob = np.zeros(shape, np.float32)
-    prob[1:3, 18:42, 27:35] = 0.9  # the cleft straddles x = 30, over both posts
-    pre = np.zeros(shape, np.float32)
-    pre[:, :, 15:30] = 0.8  # the presynaptic side (T-bar, vesicles)
-    return seg, prob, pre
-
-
-def test_polyadic_partners():
+def test_polyadic_partners(polyadic_scene):
     seg, prob, pre = polyadic_scene()
     det = detect_synapses(prob, VS, min_size_nm3=0)
     table = assign_partners(det, seg, pre)
@@ -137,7 +121,7 @@ def test_polyadic_partners():
     assert np.all((rows["confidence"] > 0) & (rows["confidence"] <= 1))
 
 
-def test_a_postsynaptic_map_drops_a_neighbour_the_synapse_only_spills_into():
+def test_a_postsynaptic_map_drops_a_neighbour_the_synapse_only_spills_into(polyadic_scene):
     seg, prob, pre = polyadic_scene()
     det = detect_synapses(prob, VS, min_size_nm3=0)
     post = np.zeros(seg.shape, np.float32)
@@ -153,26 +137,7 @@ def test_a_postsynaptic_map_drops_a_neighbour_the_synapse_only_spills_into():
         assign_partners(det, seg, pre, post[:, :50])
 
 
-def test_partners_follow_merges_and_splits_without_a_model():
-    seg, prob, pre = polyadic_scene()
-    det = detect_synapses(prob, VS, min_size_nm3=0)
-    # partners from fragments (the segment ids double as fragment ids) and a table
-    table = assign_partners(det, seg, pre, table=np.arange(5, dtype=np.uint64))
-    assert sorted(table.pairs[:, 1].tolist()) == [2, 3]
-    table.update(np.array([0, 1, 2, 2, 4], np.uint64))  # merge 3 into 2
-    assert table.pairs[:, 1].tolist() == [2]
-    table.update(np.array([0, 1, 1, 3, 4], np.uint64))  # merge 2 into the pre segment 1
-    assert table.pre.tolist() == [1] and table.pairs[:, 1].tolist() == [3]
-    # a voxel split: fragment 3's lower half becomes fragment 5 of a new segment 7
-    fragments = seg.copy()
-    fragments[:, 45:, 30:50] = 5
-    box = (slice(0, 4), slice(45, 60), slice(30, 50))
-    table.update(np.array([0, 1, 2, 3, 4, 7], np.uint64), fragments=fragments, box=box)
-    assert table.pre.tolist() == [1]
-    assert sorted(table.pairs[:, 1].tolist()) == [2, 3]  # 7 is beyond the cleft (y < 42)
-
-
-def test_segment_without_presynaptic_map_still_assigns():
+def test_segment_without_presynaptic_map_still_assigns(polyadic_scene):
     seg, prob, _ = polyadic_scene()
     det = detect_synapses(prob, VS, min_size_nm3=0)
     table = assign_partners(det, seg, None)
@@ -180,16 +145,7 @@ def test_segment_without_presynaptic_map_still_assigns():
     assert len(table.rows()) >= 1
 
 
-def test_synapse_without_partner_has_one_row_with_post_zero():
-    seg, prob, pre = polyadic_scene()
-    det = detect_synapses(prob, VS, min_size_nm3=0)
-    table = assign_partners(det, np.ones_like(seg), pre)  # one segment everywhere
-    rows = table.rows()
-    assert rows["pre"].tolist() == [1] and rows["post"].tolist() == [0]
-    assert rows["confidence"].tolist() == [0.0]
-
-
-def test_bad_segmentation():
+def test_bad_segmentation(polyadic_scene):
     seg, prob, pre = polyadic_scene()
     det = detect_synapses(prob, VS, min_size_nm3=0)
     with pytest.raises(ValueError, match="segment the image first"):
@@ -198,20 +154,3 @@ def test_bad_segmentation():
         assign_partners(det, seg[:, :50], pre)
     with pytest.raises(ValueError, match="presynaptic map"):
         partner_probes(det, pre[:, :50])
-
-
-def test_empty_detections_give_an_empty_table():
-    seg, _, pre = polyadic_scene()
-    det = detect_synapses(np.zeros(seg.shape, np.float32), VS)
-    table = SynapseTable.from_probes(det, partner_probes(det, pre), seg)
-    assert len(table) == 0 and len(table.rows()) == 0 and table.pairs.shape == (0, 2)
-
-
-def test_a_new_probe_fragments_array_is_picked_up():
-    seg, prob, pre = polyadic_scene()
-    det = detect_synapses(prob, VS, min_size_nm3=0)
-    table = assign_partners(det, seg, pre)
-    assert sorted(table.pairs[:, 1].tolist()) == [2, 3]
-    table.probe_fragments = np.where(table.probe_fragments == 3, 2, table.probe_fragments)
-    table.derive()
-    assert table.pairs[:, 1].tolist() == [2]

@@ -51,6 +51,8 @@ def test_round_trip(tmp_path, result, write_store):
     assert back.attrs["model"] == {"name": "test"}
     assert back.attrs["partners_from"] == "fragments"
     np.testing.assert_array_equal(back.table.rows(), table.rows())
+    assert np.any(table.probes.facing() >= 0)
+    np.testing.assert_array_equal(back.table.probes.facing(), table.probes.facing())
     # another fragment-to-segment table: partners follow it
     merged = result.table_at(result.threshold).copy()
     merged[merged > 0] = 1
@@ -60,6 +62,21 @@ def test_round_trip(tmp_path, result, write_store):
     # writing again replaces
     write_synapse_store(store, det, None)
     assert read_synapse_store(store).table is None
+
+
+def test_a_store_without_facing_probes_reads_with_the_contact_rule(tmp_path, result, write_store):
+    import zarr
+
+    store = write_store(result, tmp_path / "seg.zarr", VOXEL)
+    det, _ = synapses_on(result)
+    fragments, table = result.fragments, result.table_at(result.threshold)
+    pre = np.zeros(fragments.shape, np.float32)
+    older = assign_partners(det, fragments, pre, table=table, facing_nm=())
+    write_synapse_store(store, det, older)
+    del zarr.open_group(str(store), mode="r+")["synapse_table/probe_facing_from"]
+    back = read_synapse_store(store)
+    assert back.table.probes.facing_from is None
+    np.testing.assert_array_equal(back.table.rows(), older.rows())
 
 
 def test_bad_stores(tmp_path, result, write_store):

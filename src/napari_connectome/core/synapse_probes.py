@@ -5,7 +5,11 @@ contact probes (the synapse's own voxels, weighted by the postsynaptic-side
 probability when the model predicts one) and zone probes (voxels within
 ``reach_nm``, weighted by the presynaptic-side probability raised to
 ``pre_power``: squaring favours the segment with a few confident presynaptic
-voxels over a large segment with many lukewarm ones). See
+voxels over a large segment with many lukewarm ones), and, with a presynaptic
+map, facing probes: from each contact probe, the voxels ``FACING_NM`` away
+towards the presynaptic side (up the smoothed presynaptic probability). A
+postsynaptic partner faces the presynaptic neuron across the cleft; a neighbour
+the synapse object merely spills into mostly does not. See
 :class:`~napari_connectome.core.synapses.SynapseTable`.
 
 Pure numpy/scipy.
@@ -18,13 +22,17 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["PRE_POWER", "REACH_NM", "PartnerProbes", "partner_probes"]
+__all__ = ["FACING_NM", "PRE_POWER", "REACH_NM", "PartnerProbes", "partner_probes"]
 
 #: Partner defaults of the bundled synapse model, chosen on training phantoms by
 #: ``scripts/tune_synapse_detection.py``: the zone radius (nm) around each synapse and
 #: the power of the presynaptic probability that weighs each zone probe.
 REACH_NM = 60.0
 PRE_POWER = 2.0
+#: Distances (nm) of the facing probes of each contact probe, towards the presynaptic
+#: side, and the smoothing (nm) of the presynaptic map that gives that direction.
+FACING_NM = (30.0, 60.0, 90.0)
+FACING_SMOOTHING_NM = 16.0
 
 
 @dataclass
@@ -43,12 +51,23 @@ class PartnerProbes:
         zone probes.
     pre : numpy.ndarray
         ``(m,)`` presynaptic-side weight of each probe (0 on contact probes).
+    facing_from : numpy.ndarray or None
+        ``(m,)`` for a facing probe, the index of the contact probe it faces from;
+        -1 on the other probes. None (or all -1): no facing probes, and every
+        contact probe's weight counts as facing the presynaptic segment.
     """
 
     synapse: np.ndarray
     coords: np.ndarray
     contact: np.ndarray
     pre: np.ndarray
+    facing_from: np.ndarray | None = None
+
+    def facing(self) -> np.ndarray:
+        """Return ``facing_from``, all -1 when there are no facing probes."""
+        if self.facing_from is None:
+            return np.full(len(self.synapse), -1, np.int64)
+        return self.facing_from
 
 
 def partner_probes(
@@ -60,6 +79,7 @@ def partner_probes(
     max_probes: int = 256,
     seed: int = 0,
     pre_power: float = PRE_POWER,
+    facing_nm: tuple[float, ...] = FACING_NM,
 ) -> PartnerProbes:
     """Pick the probe voxels of every synapse (done once, from the prediction).
 
@@ -70,7 +90,7 @@ def partner_probes(
     presynaptic : numpy.ndarray, optional
         Presynaptic-side probability of the same shape; without it every zone voxel
         weighs 1 (the presynaptic side is then the segment around the synapse with
-        the most zone voxels, a weaker rule).
+        the most zone voxels, a weaker rule) and there are no facing probes.
     postsynaptic : numpy.ndarray, optional
         Postsynaptic-side probability of the same shape; it weighs each contact probe
         (without it every contact probe weighs 1, and a neighbour the synapse object
@@ -85,6 +105,11 @@ def partner_probes(
     pre_power : float
         Each zone probe weighs ``presynaptic ** pre_power`` (2 by default, chosen on
         training phantoms: it picks the right presynaptic neuron more often than 1).
+    facing_nm : tuple of float
+        Distances of the facing probes of each contact probe, along the direction in
+        which the presynaptic probability (smoothed over ``FACING_SMOOTHING_NM``)
+        rises, within the finely sampled axes (in-plane for serial sections). Empty:
+        no facing probes.
 
     Returns
     -------
@@ -94,16 +119,20 @@ def partner_probes(
     labels = detections.labels
     if not pre_power > 0:
         raise ValueError(f"pre_power must be a positive number; got {pre_power!r}")
+    if any(not d > 0 for d in facing_nm):
+        raise ValueError(f"facing distances must be positive numbers; got {facing_nm!r}")
     for side, volume in (("presynaptic", presynaptic), ("postsynaptic", postsynaptic)):
         if volume is not None and np.shape(volume) != labels.shape:
             raise ValueError(
                 f"the {side} map {np.shape(volume)} does not match the synapse labels "
                 f"{labels.shape}"
             )
+    facing_nm = tuple(facing_nm) if presynaptic is not None else ()
     vs = np.asarray(detections.voxel_size, float)
-    margin = np.ceil(reach_nm / vs).astype(int) + 1
+    margin = np.ceil(max((reach_nm, *facing_nm)) / vs).astype(int) + 1
     rng = np.random.default_rng(seed)
     parts: list[tuple] = []
+    count = 0
     for row, box in enumerate(ndi.find_objects(labels, max_label=len(detections))):
         if box is None:
             continue
@@ -125,15 +154,51 @@ def partner_probes(
                 weight = np.asarray(side[grown][tuple(coords.T)], float)
             none = np.zeros(len(coords))
             post_w, pre_w = (weight, none) if is_contact else (none, weight**pre_power)
-            parts.append((row, coords + origin, post_w, pre_w))
+            parts.append((row, coords + origin, post_w, pre_w, np.full(len(coords), -1)))
+            if is_contact:
+                contact_start, contact_coords = count, coords
+            count += len(coords)
+        if facing_nm:
+            local, source = _facing(presynaptic[grown], contact_coords, vs, facing_nm)
+            inside = np.all((local + origin >= 0) & (local + origin < labels.shape), axis=1)
+            none = np.zeros(int(inside.sum()))
+            parts.append((row, local[inside] + origin, none, none, source[inside] + contact_start))
+            count += len(none)
     if not parts:
         nd = labels.ndim
         return PartnerProbes(
-            np.zeros(0, np.int64), np.zeros((0, nd), np.int64), np.zeros(0), np.zeros(0)
+            np.zeros(0, np.int64),
+            np.zeros((0, nd), np.int64),
+            np.zeros(0),
+            np.zeros(0),
+            np.zeros(0, np.int64),
         )
     return PartnerProbes(
-        synapse=np.concatenate([np.full(len(c), r, np.int64) for r, c, _, _ in parts]),
-        coords=np.concatenate([c for _, c, _, _ in parts]).astype(np.int64),
-        contact=np.concatenate([k for _, _, k, _ in parts]),
-        pre=np.concatenate([w for _, _, _, w in parts]),
+        synapse=np.concatenate([np.full(len(p[1]), p[0], np.int64) for p in parts]),
+        coords=np.concatenate([p[1] for p in parts]).astype(np.int64),
+        contact=np.concatenate([p[2] for p in parts]),
+        pre=np.concatenate([p[3] for p in parts]),
+        facing_from=np.concatenate([p[4] for p in parts]).astype(np.int64),
     )
+
+
+def _facing(presynaptic_box, coords, vs, distances):
+    """Facing points of contact probes (box coordinates) and the probe each faces from.
+
+    The direction is the gradient of the smoothed presynaptic probability, in the
+    finely sampled axes only (a serial-section volume faces within its sections);
+    probes where it is flat get no facing points.
+    """
+    fine = vs <= 2.0 * vs.min()
+    sigma = np.where(fine, FACING_SMOOTHING_NM / vs, 0.0)
+    smooth = ndi.gaussian_filter(np.asarray(presynaptic_box, np.float32), sigma)
+    direction = np.zeros(coords.shape)
+    for axis in np.flatnonzero(fine):
+        if smooth.shape[axis] > 1:
+            grad = np.gradient(smooth, axis=axis)
+            direction[:, axis] = grad[tuple(coords.T)] / vs[axis]
+    norm = np.linalg.norm(direction, axis=1)
+    ok = np.flatnonzero(norm > 1e-9)
+    unit = direction[ok] / norm[ok, None]
+    points = [np.rint(coords[ok] + unit * (d / vs)).astype(np.int64) for d in distances]
+    return np.concatenate(points), np.tile(ok, len(distances))

@@ -13,8 +13,10 @@ Layout added to an existing segmentation store (``OUTPUT.zarr``, zarr format 2):
             volumes_nm3         (n,) float64
             probe_synapse       (m,) int64   row of each partner probe
             probe_coords        (m, ndim) int64 voxel coordinates
-            probe_contact       (m,) float64 postsynaptic weight (0 on zone probes)
+            probe_contact       (m,) float64 postsynaptic weight (0 on zone and facing probes)
             probe_pre           (m,) float64 presynaptic weight
+            probe_facing_from   (m,) int64   contact probe a facing probe faces from
+                                             (-1 elsewhere; absent in older stores)
             probe_fragments     (m,) uint64 fragment (or segment) id at each probe
             rows/               the table as written (id, z, y, x, pre, post,
                                 confidence), one array per column, for other tools
@@ -160,6 +162,7 @@ def write_synapse_store(
     if table is not None:
         for name in _PROBES:
             _put(group, f"probe_{name}", getattr(table.probes, name))
+        _put(group, "probe_facing_from", table.probes.facing())
         _put(group, "probe_fragments", table.probe_fragments.astype(np.uint64))
         meta["partners_from"] = "fragments" if table.segment_table is not None else "segments"
         meta["post_fraction"] = table.post_fraction
@@ -245,6 +248,11 @@ def read_synapse_store(path, segment_table=None) -> StoredSynapses:
             .reshape(-1, len(voxel_size)),
             contact=np.asarray(group["probe_contact"][...]).astype(float),
             pre=np.asarray(group["probe_pre"][...]).astype(float),
+            facing_from=(
+                np.asarray(group["probe_facing_from"][...]).astype(np.int64)
+                if "probe_facing_from" in group.array_keys()
+                else None
+            ),
         )
         if segment_table is None and attrs.get("partners_from") == "fragments":
             from .segmentation_store import read_segmentation_store

@@ -1,0 +1,343 @@
+"""The synapse table: partners read at fixed probes, re-derived after every edit.
+
+:class:`SynapseTable` holds each synapse's probes (see
+:mod:`~napari_connectome.core.synapse_probes`) and the fragment id at each; it
+sums the probe weights per (synapse, fragment) once, so that a merge (a new
+fragment-to-segment table) re-derives every partner from a few rows per
+synapse, and a split (new fragment ids in a box) re-reads only the probes in
+that box. Built by :func:`~napari_connectome.core.synapses.assign_partners`.
+
+Pure numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .synapse_probes import PartnerProbes
+
+if TYPE_CHECKING:
+    from .synapses import SynapseDetections
+
+__all__ = ["MIN_CONTACTS", "POST_FRACTION", "SYNAPSE_ROW_DTYPE", "SynapseTable"]
+
+#: One row of the synapse table (:meth:`SynapseTable.rows`): a synapse and one of its
+#: postsynaptic partners, positions in nm.
+SYNAPSE_ROW_DTYPE = np.dtype(
+    [
+        ("id", np.uint32),
+        ("z", float),
+        ("y", float),
+        ("x", float),
+        ("pre", np.uint64),
+        ("post", np.uint64),
+        ("confidence", float),
+    ]
+)
+
+#: Postsynaptic rule of the bundled synapse model (chosen with the partner settings of
+#: :mod:`.synapse_probes`): a non-presynaptic segment is postsynaptic when it holds at
+#: least this share of the largest non-presynaptic postsynaptic weight, and this much.
+POST_FRACTION = 0.25
+MIN_CONTACTS = 3
+
+
+@dataclass
+class SynapseTable:
+    """Synapses with partners that follow the segmentation.
+
+    Build it with :func:`assign_partners` (or :meth:`from_probes`); after
+    proofreading call :meth:`update` with the new fragment-to-segment table
+    (and, after a voxel split, the fragments and the changed box).
+
+    Attributes
+    ----------
+    ids, positions, confidence, volumes_nm3 : numpy.ndarray
+        As in :class:`SynapseDetections`.
+    probes : PartnerProbes
+        Where the partners are read.
+    probe_fragments : numpy.ndarray
+        Fragment (or segment) id at each probe.
+    segment_table : numpy.ndarray or None
+        Fragment-to-segment table (None: ``probe_fragments`` are segment ids).
+    post_fraction : float
+        A non-presynaptic segment is postsynaptic when it holds at least this share
+        of the largest non-presynaptic postsynaptic weight and at least
+        ``min_contacts`` of it. That weight is the sum of its contact probes'
+        postsynaptic probabilities (1 each for a two-channel model), each times the
+        share of its facing probes that land in the presynaptic segment (without
+        facing probes: times 1).
+    min_contacts : float
+        Least postsynaptic weight of a postsynaptic segment.
+    pre : numpy.ndarray
+        ``(n,)`` presynaptic segment of each synapse (0: none found).
+    pre_confidence : numpy.ndarray
+        ``(n,)`` share of the presynaptic weight in that segment.
+    pairs : numpy.ndarray
+        ``(k, 2)`` rows ``(synapse row, postsynaptic segment)``.
+    pair_confidence : numpy.ndarray
+        ``(k,)`` ``confidence * pre_confidence * post share`` of each pair.
+    """
+
+    ids: np.ndarray
+    positions: np.ndarray
+    confidence: np.ndarray
+    volumes_nm3: np.ndarray
+    probes: PartnerProbes
+    probe_fragments: np.ndarray
+    segment_table: np.ndarray | None = None
+    post_fraction: float = POST_FRACTION
+    min_contacts: float = MIN_CONTACTS
+    pre: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    pre_confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.uint64))
+    pair_confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    _groups: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    _groups_of: object = field(default=None, init=False, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return int(self.ids.size)
+
+    @classmethod
+    def from_probes(
+        cls,
+        detections: SynapseDetections,
+        probes: PartnerProbes,
+        fragments,
+        table=None,
+        **options,
+    ) -> SynapseTable:
+        """Read the fragment ids at the probes and derive the partners.
+
+        Parameters
+        ----------
+        detections : SynapseDetections
+            The synapses.
+        probes : PartnerProbes
+            Their probes (:func:`partner_probes`).
+        fragments : array-like
+            Fragment ids (or segment ids when ``table`` is None), shaped like the
+            detections' labels.
+        table : numpy.ndarray, optional
+            Fragment-to-segment table.
+        **options
+            ``post_fraction``, ``min_contacts``.
+
+        Returns
+        -------
+        SynapseTable
+            With partners derived.
+        """
+        if tuple(np.shape(fragments)) != tuple(detections.labels.shape):
+            raise ValueError(
+                f"the segmentation has shape {tuple(np.shape(fragments))} but the synapses "
+                f"were detected in a volume of shape {tuple(detections.labels.shape)}: use "
+                "the segmentation of the same image"
+            )
+        at = _read_at(fragments, probes.coords)
+        out = cls(
+            ids=detections.ids.copy(),
+            positions=detections.positions.copy(),
+            confidence=detections.confidence.copy(),
+            volumes_nm3=detections.volumes_nm3.copy(),
+            probes=probes,
+            probe_fragments=at,
+            segment_table=None if table is None else np.asarray(table),
+            **options,
+        )
+        out.derive()
+        return out
+
+    def update(self, table=None, fragments=None, box=None) -> None:
+        """Re-derive the partners after a proofreading edit (no model run).
+
+        Parameters
+        ----------
+        table : numpy.ndarray, optional
+            The new fragment-to-segment table (after a merge or split).
+        fragments : array-like, optional
+            The fragments volume, when a split rewrote fragment ids.
+        box : tuple of slice, optional
+            Where the fragments changed (default: everywhere).
+        """
+        if table is not None:
+            self.segment_table = np.asarray(table)
+        if fragments is not None:
+            coords = self.probes.coords
+            inside = np.ones(len(coords), bool)
+            if box is not None:
+                for axis, s in enumerate(box):
+                    start = 0 if s.start is None else s.start
+                    stop = np.iinfo(np.int64).max if s.stop is None else s.stop
+                    inside &= (coords[:, axis] >= start) & (coords[:, axis] < stop)
+            if inside.any():
+                self.probe_fragments = self.probe_fragments.copy()
+                self.probe_fragments[inside] = _read_at(fragments, coords[inside])
+                self._regroup(np.unique(self.probes.synapse[inside]))
+        self.derive()
+
+    def _regroup(self, affected=None) -> None:
+        """Sum the probe weights per (synapse, fragment), for all or some synapses.
+
+        Two sets of sums: per (synapse, fragment) the presynaptic and contact weights;
+        per (synapse, contact probe's fragment, facing probe's fragment) the contact
+        weight that faces that fragment (each contact probe's weight shared among its
+        facing probes).
+        """
+        syn, frag, probes = self.probes.synapse, self.probe_fragments, self.probes
+        self._groups_of = frag  # a new probe_fragments array invalidates the groups
+        facing = probes.facing()
+        source = np.flatnonzero(facing >= 0)
+        origin = facing[source]
+        share = probes.contact[origin] / np.bincount(origin, minlength=syn.size)[origin]
+        partial = affected is not None and self._groups is not None
+        redo = np.isin(syn, affected) if partial else np.ones(syn.size, bool)
+        again = redo[source]
+        source, origin, share = source[again], origin[again], share[again]
+        fresh = (
+            _group((syn[redo], frag[redo]), (probes.pre[redo], probes.contact[redo])),
+            _group((syn[source], frag[origin], frag[source]), (share,)),
+        )
+        if partial:
+            fresh = tuple(
+                tuple(
+                    np.concatenate([old[~np.isin(kept[0], affected)], new])
+                    for old, new in zip(kept, part, strict=True)
+                )
+                for kept, part in zip(self._groups, fresh, strict=True)
+            )
+        self._groups = fresh
+
+    def _segments(self, fragments: np.ndarray) -> np.ndarray:
+        """Segment ids of fragment ids (0 outside the table)."""
+        if self.segment_table is None:
+            return fragments.astype(np.uint64, copy=False)
+        table = self.segment_table
+        out = np.zeros(fragments.shape, np.uint64)
+        ok = fragments < table.size
+        out[ok] = table[fragments[ok]]
+        return out
+
+    def _facing_weight(self, facing, pre, g_syn, g_seg) -> np.ndarray:
+        """Contact weight of each (synapse, segment) group facing the presynaptic one."""
+        a_syn, a_from, a_to, a_share = facing
+        from_seg, to_seg = self._segments(a_from), self._segments(a_to)
+        hit = (to_seg == pre[a_syn]) & (from_seg != 0) & (from_seg != pre[a_syn])
+        h_syn, h_seg, h_share = _group((a_syn[hit], from_seg[hit]), (a_share[hit],))
+        # every facing (synapse, segment) is one of the groups (its contact probe is):
+        # number the groups densely, sorted as they are, and look the pairs up
+        segments = np.unique(g_seg)
+        size = np.uint64(segments.size)
+
+        def code(syn, seg):
+            return syn.astype(np.uint64) * size + np.searchsorted(segments, seg).astype(np.uint64)
+
+        out = np.zeros(g_syn.size)
+        np.add.at(out, np.searchsorted(code(g_syn, g_seg), code(h_syn, h_seg)), h_share)
+        return out
+
+    def segments_at_probes(self) -> np.ndarray:
+        """Segment id at every probe (0 outside any segment)."""
+        return self._segments(self.probe_fragments)
+
+    def derive(self) -> None:
+        """Compute ``pre``, ``pre_confidence``, ``pairs`` and ``pair_confidence``."""
+        n = len(self)
+        if self._groups is None or self._groups_of is not self.probe_fragments:
+            self._regroup()
+        (f_syn, f_frag, f_pre, f_con), facing = self._groups  # few rows per synapse
+        seg = self._segments(f_frag)
+        valid = seg != 0
+        g_syn, g_seg, g_pre, g_con = _group(
+            (f_syn[valid], seg[valid]), (f_pre[valid], f_con[valid])
+        )
+        total_pre = np.bincount(g_syn, weights=g_pre, minlength=n)
+        # presynaptic: the group with the largest presynaptic weight of its synapse
+        # (stable sort: on a tie the smaller segment id wins)
+        order = np.lexsort((-g_pre, g_syn))
+        first = np.ones(order.size, bool)
+        first[1:] = g_syn[order][1:] != g_syn[order][:-1]
+        top = order[first]
+        is_pre = np.zeros(g_syn.size, bool)
+        is_pre[top[g_pre[top] > 0]] = True
+        pre = np.zeros(n, np.uint64)
+        pre[g_syn[is_pre]] = g_seg[is_pre]
+        pre_conf = np.zeros(n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(total_pre[g_syn] > 0, g_pre / total_pre[g_syn], 0.0)
+        pre_conf[g_syn[is_pre]] = share[is_pre]
+        if facing[0].size:  # only the contact weight that faces the presynaptic segment
+            g_con = self._facing_weight(facing, pre, g_syn, g_seg)
+        # postsynaptic: other groups with enough postsynaptic weight
+        cand = ~is_pre
+        best_con = np.zeros(n)
+        np.maximum.at(best_con, g_syn[cand], g_con[cand])
+        post = (
+            cand & (g_con >= self.min_contacts) & (g_con >= self.post_fraction * best_con[g_syn])
+        )
+        rows = g_syn[post]
+        self.pre, self.pre_confidence = pre, pre_conf
+        self.pairs = np.stack([rows.astype(np.uint64), g_seg[post]], axis=1).reshape(-1, 2)
+        strength = np.minimum(1.0, g_con[post] / np.maximum(best_con[rows], 1e-12))
+        self.pair_confidence = self.confidence[rows] * pre_conf[rows] * strength
+
+    def rows(self) -> np.ndarray:
+        """Return the table, one row per (synapse, postsynaptic partner).
+
+        Returns
+        -------
+        numpy.ndarray
+            Structured array with fields ``id, z, y, x`` (nm), ``pre, post`` (segment
+            ids; a synapse without any postsynaptic partner has one row with
+            ``post = 0``) and ``confidence`` (of the pair).
+        """
+        n = len(self)
+        syn = self.pairs[:, 0].astype(np.int64)
+        lonely = np.setdiff1d(np.arange(n), syn)
+        rows_syn = np.concatenate([syn, lonely])
+        posts = np.concatenate([self.pairs[:, 1], np.zeros(lonely.size, np.uint64)])
+        conf = np.concatenate([self.pair_confidence, self.confidence[lonely] * 0.0])
+        order = np.lexsort((posts, rows_syn))
+        rows_syn, posts, conf = rows_syn[order], posts[order], conf[order]
+        out = np.zeros(rows_syn.size, SYNAPSE_ROW_DTYPE)
+        out["id"] = self.ids[rows_syn]
+        pos = self.positions[rows_syn]
+        if pos.shape[1] == 2:
+            pos = np.concatenate([np.zeros((len(pos), 1)), pos], axis=1)
+        out["z"], out["y"], out["x"] = pos[:, 0], pos[:, 1], pos[:, 2]
+        out["pre"] = self.pre[rows_syn]
+        out["post"] = posts
+        out["confidence"] = conf
+        return out
+
+
+def _group(keys, weights):
+    """Sum each of ``weights`` per distinct combination of ``keys``.
+
+    Returns the distinct key rows (sorted, the first key slowest) and the sums:
+    ``(*keys, *sums)``.
+    """
+    order = np.lexsort(keys[::-1])
+    keys = tuple(k[order] for k in keys)
+    change = np.zeros(order.size, bool)
+    change[:1] = True
+    for k in keys:
+        change[1:] |= k[1:] != k[:-1]
+    starts = np.flatnonzero(change)
+    if not starts.size:
+        return (*(k[:0] for k in keys), *(np.zeros(0) for _ in weights))
+    sums = tuple(np.add.reduceat(np.asarray(w, float)[order], starts) for w in weights)
+    return (*(k[starts] for k in keys), *sums)
+
+
+def _read_at(volume, coords: np.ndarray) -> np.ndarray:
+    if len(coords) == 0:
+        return np.zeros(0, np.uint64)
+    if isinstance(volume, np.ndarray):
+        return volume[tuple(coords.T)].astype(np.uint64)
+    lo, hi = coords.min(axis=0), coords.max(axis=0) + 1  # lazy arrays: one box read
+    block = np.asarray(volume[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))])
+    return block[tuple((coords - lo).T)].astype(np.uint64)

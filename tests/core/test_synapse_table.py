@@ -1,0 +1,80 @@
+import numpy as np
+
+from napari_connectome.core.synapses import (
+    SynapseTable,
+    assign_partners,
+    detect_synapses,
+    partner_probes,
+)
+
+VS = (40.0, 4.0, 4.0)
+
+
+def test_a_neighbour_that_does_not_face_the_presynaptic_segment_is_no_partner(polyadic_scene):
+    seg, prob, pre = polyadic_scene()
+    seg[:, :30, 38:50] = 5  # behind post 2 (x 30-37), away from the cleft
+    prob[1:3, 18:42, 27:44] = 0.9  # the synapse object spills into 5 (x 38-43)
+    det = detect_synapses(prob, VS, min_size_nm3=0)
+    plain = assign_partners(det, seg, pre, facing_nm=())
+    assert sorted(plain.pairs[:, 1].tolist()) == [2, 3, 5]
+    table = assign_partners(det, seg, pre, facing_nm=(8.0, 16.0))
+    assert table.pre.tolist() == [1] and sorted(table.pairs[:, 1].tolist()) == [2, 3]
+    # the facing probes follow the segmentation: with 2 merged into 5, 5 faces the cleft
+    fragments = assign_partners(det, seg, pre, table=np.arange(6, dtype=np.uint64))
+    fragments.update(np.array([0, 1, 5, 3, 4, 5], np.uint64))
+    assert sorted(fragments.pairs[:, 1].tolist()) == [3, 5]
+    # and after a voxel split that gives 2's cleft-side columns to 5, 5 faces the cleft
+    split = seg.copy()
+    split[:, :30, 30:34] = 5
+    box = (slice(0, 4), slice(0, 30), slice(30, 34))
+    near = assign_partners(
+        det, seg, pre, table=np.arange(6, dtype=np.uint64), facing_nm=(8.0, 16.0)
+    )
+    assert sorted(near.pairs[:, 1].tolist()) == [2, 3]
+    near.update(fragments=split, box=box)
+    assert sorted(near.pairs[:, 1].tolist()) == [3, 5]
+
+
+def test_partners_follow_merges_and_splits_without_a_model(polyadic_scene):
+    seg, prob, pre = polyadic_scene()
+    det = detect_synapses(prob, VS, min_size_nm3=0)
+    # partners from fragments (the segment ids double as fragment ids) and a table
+    table = assign_partners(det, seg, pre, table=np.arange(5, dtype=np.uint64))
+    assert sorted(table.pairs[:, 1].tolist()) == [2, 3]
+    table.update(np.array([0, 1, 2, 2, 4], np.uint64))  # merge 3 into 2
+    assert table.pairs[:, 1].tolist() == [2]
+    table.update(np.array([0, 1, 1, 3, 4], np.uint64))  # merge 2 into the pre segment 1
+    assert table.pre.tolist() == [1] and table.pairs[:, 1].tolist() == [3]
+    # a voxel split: fragment 3's lower half becomes fragment 5 of a new segment 7
+    fragments = seg.copy()
+    fragments[:, 45:, 30:50] = 5
+    box = (slice(0, 4), slice(45, 60), slice(30, 50))
+    table.update(np.array([0, 1, 2, 3, 4, 7], np.uint64), fragments=fragments, box=box)
+    assert table.pre.tolist() == [1]
+    assert sorted(table.pairs[:, 1].tolist()) == [2, 3]  # 7 is beyond the cleft (y < 42)
+
+
+def test_synapse_without_partner_has_one_row_with_post_zero(polyadic_scene):
+    seg, prob, pre = polyadic_scene()
+    det = detect_synapses(prob, VS, min_size_nm3=0)
+    table = assign_partners(det, np.ones_like(seg), pre)  # one segment everywhere
+    rows = table.rows()
+    assert rows["pre"].tolist() == [1] and rows["post"].tolist() == [0]
+    assert rows["confidence"].tolist() == [0.0]
+
+
+def test_empty_detections_give_an_empty_table(polyadic_scene):
+    seg, _, pre = polyadic_scene()
+    det = detect_synapses(np.zeros(seg.shape, np.float32), VS)
+    table = SynapseTable.from_probes(det, partner_probes(det, pre), seg)
+    assert len(table) == 0 and len(table.rows()) == 0 and table.pairs.shape == (0, 2)
+
+
+def test_a_new_probe_fragments_array_is_picked_up(polyadic_scene):
+    seg, prob, pre = polyadic_scene()
+    det = detect_synapses(prob, VS, min_size_nm3=0)
+    table = assign_partners(det, seg, pre)
+    assert sorted(table.pairs[:, 1].tolist()) == [2, 3]
+    table.probe_fragments = np.where(table.probe_fragments == 3, 2, table.probe_fragments)
+    table.derive()
+    assert table.pairs[:, 1].tolist() == [2]
