@@ -1,6 +1,7 @@
 import numpy as np
 
 from napari_connectome.core.synapses import (
+    PartnerProbes,
     SynapseTable,
     assign_partners,
     detect_synapses,
@@ -33,6 +34,36 @@ def test_a_neighbour_that_does_not_face_the_presynaptic_segment_is_no_partner(po
     assert sorted(near.pairs[:, 1].tolist()) == [2, 3]
     near.update(fragments=split, box=box)
     assert sorted(near.pairs[:, 1].tolist()) == [3, 5]
+
+
+def test_a_synapse_that_nothing_faces_keeps_the_contact_rule():
+    # segment 1 presynaptic (zone probes), 2 and 3 in contact, every facing probe in 4
+    coords = np.arange(30)[:, None] * np.array([0, 0, 1])
+    contact = np.r_[np.ones(10), np.zeros(20)]
+    pre = np.r_[np.zeros(10), np.ones(10), np.zeros(10)]
+    facing_from = np.r_[np.full(20, -1), np.arange(10)]
+    probes = PartnerProbes(np.zeros(30, np.int64), coords, contact, pre, facing_from)
+    fragments = np.r_[[2] * 6, [3] * 4, [1] * 10, [4] * 10].astype(np.uint64)
+
+    def table(frags):
+        return SynapseTable(
+            ids=np.array([1], np.uint32),
+            positions=np.zeros((1, 3)),
+            confidence=np.array([0.9]),
+            volumes_nm3=np.array([1.0]),
+            probes=probes,
+            probe_fragments=frags,
+        )
+
+    lonely = table(fragments)
+    lonely.derive()
+    assert lonely.pre.tolist() == [1] and sorted(lonely.pairs[:, 1].tolist()) == [2, 3]
+    # once 2's facing probes land in 1, only 2 faces the presynaptic segment
+    facing_2 = fragments.copy()
+    facing_2[20:26] = 1
+    faced = table(facing_2)
+    faced.derive()
+    assert faced.pairs[:, 1].tolist() == [2]
 
 
 def test_partners_follow_merges_and_splits_without_a_model(polyadic_scene):

@@ -68,8 +68,9 @@ class SynapseTable:
         of the largest non-presynaptic postsynaptic weight and at least
         ``min_contacts`` of it. That weight is the sum of its contact probes'
         postsynaptic probabilities (1 each for a two-channel model), each times the
-        share of its facing probes that land in the presynaptic segment (without
-        facing probes: times 1).
+        share of its facing probes that land in the presynaptic segment (times 1
+        without facing probes, or for a synapse where no segment reaches
+        ``min_contacts`` that way: a synapse always keeps its contacts).
     min_contacts : float
         Least postsynaptic weight of a postsynaptic segment.
     pre : numpy.ndarray
@@ -269,8 +270,13 @@ class SynapseTable:
         with np.errstate(invalid="ignore", divide="ignore"):
             share = np.where(total_pre[g_syn] > 0, g_pre / total_pre[g_syn], 0.0)
         pre_conf[g_syn[is_pre]] = share[is_pre]
-        if facing[0].size:  # only the contact weight that faces the presynaptic segment
-            g_con = self._facing_weight(facing, pre, g_syn, g_seg)
+        if facing[0].size:  # only the contact weight that faces the presynaptic segment,
+            # unless no segment faces it enough (the presynaptic map gave no usable
+            # direction there): then every contact counts, as without facing probes
+            faced = self._facing_weight(facing, pre, g_syn, g_seg)
+            best_faced = np.zeros(n)
+            np.maximum.at(best_faced, g_syn[~is_pre], faced[~is_pre])
+            g_con = np.where(best_faced[g_syn] >= self.min_contacts, faced, g_con)
         # postsynaptic: other groups with enough postsynaptic weight
         cand = ~is_pre
         best_con = np.zeros(n)
