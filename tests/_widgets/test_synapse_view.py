@@ -123,6 +123,7 @@ def test_proofread_link_reads_only_the_probes_of_a_lazy_session(
         table = SimpleNamespace(
             probes=SimpleNamespace(coords=coords), derive=lambda d=derived: d.append(1)
         )
+        table.set_probe_fragments = lambda values, t=table: setattr(t, "probe_fragments", values)
         sessions.append(session)
         links.append(ProofreadLink(table, session.history, region, (0, 0, 0), False, lambda: 0))
     memory, lazy = sessions

@@ -117,3 +117,10 @@ def test_bad_facing_distances():
     det, pre = scene()
     with pytest.raises(ValueError, match="facing distances"):
         partner_probes(det, pre, facing_nm=(30.0, 0.0))
+
+
+def test_a_flat_or_noisy_presynaptic_map_gives_no_facing_direction():
+    det, _ = scene()
+    noise = np.random.default_rng(0).normal(0.0, 1e-4, det.labels.shape)
+    warm = (0.8 + noise).astype(np.float32)
+    assert not np.any(partner_probes(det, warm).facing() >= 0)

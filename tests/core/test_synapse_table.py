@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from napari_connectome.core.synapses import (
     PartnerProbes,
@@ -64,6 +65,12 @@ def test_a_synapse_that_nothing_faces_keeps_the_contact_rule():
     faced = table(facing_2)
     faced.derive()
     assert faced.pairs[:, 1].tolist() == [2]
+    # an unsegmented presynaptic side (0 at the zone probes): landing on 0 faces nothing
+    unsegmented = fragments.copy()
+    unsegmented[10:26] = 0
+    blind = table(unsegmented)
+    blind.derive()
+    assert blind.pre.tolist() == [0] and sorted(blind.pairs[:, 1].tolist()) == [2, 3]
 
 
 def test_partners_follow_merges_and_splits_without_a_model(polyadic_scene):
@@ -109,3 +116,23 @@ def test_a_new_probe_fragments_array_is_picked_up(polyadic_scene):
     table.probe_fragments = np.where(table.probe_fragments == 3, 2, table.probe_fragments)
     table.derive()
     assert table.pairs[:, 1].tolist() == [2]
+
+
+def test_setting_probe_fragments_regroups_only_what_changed(polyadic_scene):
+    seg, prob, pre = polyadic_scene()
+    det = detect_synapses(prob, VS, min_size_nm3=0)
+    ident = np.arange(8, dtype=np.uint64)
+    table = assign_partners(det, seg, pre, table=ident, facing_nm=(8.0, 16.0))
+    split = seg.copy()
+    split[:, :30, 30:34] = 5  # 2's cleft-side columns become fragment 5
+    at_probes = split[tuple(table.probes.coords.T)].astype(np.uint64)
+    table.set_probe_fragments(at_probes)
+    table.derive()
+    fresh = SynapseTable.from_probes(det, table.probes, split, ident)
+    np.testing.assert_array_equal(table.rows(), fresh.rows())
+    assert sorted(table.pairs[:, 1].tolist()) == [3, 5]
+    same = table._groups
+    table.set_probe_fragments(at_probes.copy())  # nothing changed: the sums are kept
+    assert table._groups is same
+    with pytest.raises(ValueError, match="fragment ids for"):
+        table.set_probe_fragments(at_probes[:-1])

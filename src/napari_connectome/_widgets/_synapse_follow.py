@@ -105,6 +105,6 @@ class FollowSegmentation:
         values = np.zeros(len(coords), np.uint64)
         if inside.any():
             values[inside] = _values_at(data, coords[inside])
-        table.probe_fragments = values
+        table.set_probe_fragments(values)
         table.segment_table = None
         table.derive()

@@ -414,7 +414,7 @@ class ProofreadLink:
             self._frags[inside] = self._read(inside if box is not None else None)
         frags = np.zeros(len(self.valid), np.uint64)
         frags[self.valid] = self._frags
-        self.table.probe_fragments = frags
+        self.table.set_probe_fragments(frags)  # regroups only synapses whose probes changed
         self.table.segment_table = np.array(self.state.table)
         self.table.derive()
 

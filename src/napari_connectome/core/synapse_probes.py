@@ -33,6 +33,10 @@ PRE_POWER = 2.0
 #: side, and the smoothing (nm) of the presynaptic map that gives that direction.
 FACING_NM = (30.0, 60.0, 90.0)
 FACING_SMOOTHING_NM = 16.0
+#: Least rise of the smoothed presynaptic probability over the nearest facing distance
+#: for a contact probe to get facing probes (where the map is flat or only noisy, it
+#: gives no direction).
+FACING_MIN_RISE = 0.02
 
 
 @dataclass
@@ -119,6 +123,7 @@ def partner_probes(
     labels = detections.labels
     if not pre_power > 0:
         raise ValueError(f"pre_power must be a positive number; got {pre_power!r}")
+    facing_nm = tuple(facing_nm)
     if any(not d > 0 for d in facing_nm):
         raise ValueError(f"facing distances must be positive numbers; got {facing_nm!r}")
     for side, volume in (("presynaptic", presynaptic), ("postsynaptic", postsynaptic)):
@@ -127,7 +132,7 @@ def partner_probes(
                 f"the {side} map {np.shape(volume)} does not match the synapse labels "
                 f"{labels.shape}"
             )
-    facing_nm = tuple(facing_nm) if presynaptic is not None else ()
+    facing_nm = facing_nm if presynaptic is not None else ()
     vs = np.asarray(detections.voxel_size, float)
     margin = np.ceil(max((reach_nm, *facing_nm)) / vs).astype(int) + 1
     rng = np.random.default_rng(seed)
@@ -187,7 +192,8 @@ def _facing(presynaptic_box, coords, vs, distances):
 
     The direction is the gradient of the smoothed presynaptic probability, in the
     finely sampled axes only (a serial-section volume faces within its sections);
-    probes where it is flat get no facing points.
+    probes where it rises by less than ``FACING_MIN_RISE`` over the nearest distance
+    get no facing points.
     """
     fine = vs <= 2.0 * vs.min()
     sigma = np.where(fine, FACING_SMOOTHING_NM / vs, 0.0)
@@ -198,7 +204,7 @@ def _facing(presynaptic_box, coords, vs, distances):
             grad = np.gradient(smooth, axis=axis)
             direction[:, axis] = grad[tuple(coords.T)] / vs[axis]
     norm = np.linalg.norm(direction, axis=1)
-    ok = np.flatnonzero(norm > 1e-9)
+    ok = np.flatnonzero(norm * min(distances) >= FACING_MIN_RISE)
     unit = direction[ok] / norm[ok, None]
     points = [np.rint(coords[ok] + unit * (d / vs)).astype(np.int64) for d in distances]
     return np.concatenate(points), np.tile(ok, len(distances))

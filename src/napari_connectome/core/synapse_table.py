@@ -175,10 +175,35 @@ class SynapseTable:
                     stop = np.iinfo(np.int64).max if s.stop is None else s.stop
                     inside &= (coords[:, axis] >= start) & (coords[:, axis] < stop)
             if inside.any():
-                self.probe_fragments = self.probe_fragments.copy()
-                self.probe_fragments[inside] = _read_at(fragments, coords[inside])
-                self._regroup(np.unique(self.probes.synapse[inside]))
+                values = self.probe_fragments.copy()
+                values[inside] = _read_at(fragments, coords[inside])
+                self.set_probe_fragments(values)
         self.derive()
+
+    def set_probe_fragments(self, values) -> None:
+        """Set the fragment id at every probe, regrouping only the synapses that changed.
+
+        Call :meth:`derive` afterwards. Assigning ``probe_fragments`` directly also
+        works, but regroups every synapse.
+
+        Parameters
+        ----------
+        values : array-like
+            ``(m,)`` fragment (or segment) ids, one per probe.
+        """
+        values = np.asarray(values, np.uint64)
+        if values.shape != self.probe_fragments.shape:
+            raise ValueError(
+                f"{values.shape[0] if values.ndim else 0} fragment ids for "
+                f"{self.probe_fragments.shape[0]} probes"
+            )
+        current = self._groups is not None and self._groups_of is self.probe_fragments
+        changed = values != self.probe_fragments
+        self.probe_fragments = values
+        if current and changed.any():
+            self._regroup(np.unique(self.probes.synapse[changed]))
+        elif current:
+            self._groups_of = values
 
     def _regroup(self, affected=None) -> None:
         """Sum the probe weights per (synapse, fragment), for all or some synapses.
@@ -195,7 +220,12 @@ class SynapseTable:
         origin = facing[source]
         share = probes.contact[origin] / np.bincount(origin, minlength=syn.size)[origin]
         partial = affected is not None and self._groups is not None
-        redo = np.isin(syn, affected) if partial else np.ones(syn.size, bool)
+        if partial:
+            is_affected = np.zeros(len(self) + 1, bool)
+            is_affected[np.asarray(affected, np.int64)] = True
+            redo = is_affected[syn]
+        else:
+            redo = np.ones(syn.size, bool)
         again = redo[source]
         source, origin, share = source[again], origin[again], share[again]
         fresh = (
@@ -205,7 +235,7 @@ class SynapseTable:
         if partial:
             fresh = tuple(
                 tuple(
-                    np.concatenate([old[~np.isin(kept[0], affected)], new])
+                    np.concatenate([old[~is_affected[kept[0]]], new])
                     for old, new in zip(kept, part, strict=True)
                 )
                 for kept, part in zip(self._groups, fresh, strict=True)
@@ -226,7 +256,8 @@ class SynapseTable:
         """Contact weight of each (synapse, segment) group facing the presynaptic one."""
         a_syn, a_from, a_to, a_share = facing
         from_seg, to_seg = self._segments(a_from), self._segments(a_to)
-        hit = (to_seg == pre[a_syn]) & (from_seg != 0) & (from_seg != pre[a_syn])
+        to_pre = pre[a_syn]
+        hit = (to_seg == to_pre) & (to_pre != 0) & (from_seg != 0) & (from_seg != to_pre)
         h_syn, h_seg, h_share = _group((a_syn[hit], from_seg[hit]), (a_share[hit],))
         # every facing (synapse, segment) is one of the groups (its contact probe is):
         # number the groups densely, sorted as they are, and look the pairs up
