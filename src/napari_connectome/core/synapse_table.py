@@ -221,7 +221,7 @@ class SynapseTable:
         share = probes.contact[origin] / np.bincount(origin, minlength=syn.size)[origin]
         partial = affected is not None and self._groups is not None
         if partial:
-            is_affected = np.zeros(len(self) + 1, bool)
+            is_affected = np.zeros(len(self), bool)
             is_affected[np.asarray(affected, np.int64)] = True
             redo = is_affected[syn]
         else:
@@ -258,18 +258,11 @@ class SynapseTable:
         from_seg, to_seg = self._segments(a_from), self._segments(a_to)
         to_pre = pre[a_syn]
         hit = (to_seg == to_pre) & (to_pre != 0) & (from_seg != 0) & (from_seg != to_pre)
-        h_syn, h_seg, h_share = _group((a_syn[hit], from_seg[hit]), (a_share[hit],))
-        # every facing (synapse, segment) is one of the groups (its contact probe is):
-        # number the groups densely, sorted as they are, and look the pairs up
-        segments = np.unique(g_seg)
-        size = np.uint64(segments.size)
-
-        def code(syn, seg):
-            return syn.astype(np.uint64) * size + np.searchsorted(segments, seg).astype(np.uint64)
-
-        out = np.zeros(g_syn.size)
-        np.add.at(out, np.searchsorted(code(g_syn, g_seg), code(h_syn, h_seg)), h_share)
-        return out
+        # every facing (synapse, segment) pair is one of the groups (its contact probe
+        # is), so summing groups and hits together gives one sum per group, in order
+        zero = np.zeros(g_syn.size)
+        keys = (np.concatenate([g_syn, a_syn[hit]]), np.concatenate([g_seg, from_seg[hit]]))
+        return _group(keys, (np.concatenate([zero, a_share[hit]]),))[2]
 
     def segments_at_probes(self) -> np.ndarray:
         """Segment id at every probe (0 outside any segment)."""
