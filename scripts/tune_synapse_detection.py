@@ -7,8 +7,10 @@ each); never the held-out ISBI z 20-29, VNC z 15-19 or the benchmark phantoms
 (seeds 20000-20003). Truth synapses are the 3D face-connected components of each
 annotation (ISBI's 8-bit ids cut one synaptic region into touching pieces).
 
-It sweeps the low threshold, the peak threshold, the size floor and the suppression
-distance of :func:`napari_connectome.core.synapses.detect_synapses`, and picks the
+It sweeps the number of in-plane views averaged by the model (test-time
+augmentation, ``--augment``), the low threshold, the peak threshold, the size floor
+and the suppression distance of
+:func:`napari_connectome.core.synapses.detect_synapses`, and picks the
 setting that serves both domains best: for each domain (real: ISBI and VNC;
 phantom: the serial-section phantoms pooled and the FIB-SEM phantoms pooled) the mean
 of F1 / target (targets 0.75 real, 0.9 phantom), and the setting whose worse domain
@@ -19,7 +21,8 @@ setting, it compares the partner settings of
 ``pre_power``, postsynaptic share ``post_fraction``, zone radius ``reach_nm``) on the
 training phantoms (and the least postsynaptic weight ``min_contacts`` and the
 facing distances ``facing_nm``, none meaning every contact counts). It prints the
-tables and the values to put in ``DETECTION_DEFAULTS``, ``PRE_POWER``, ``REACH_NM``,
+tables and the values to put in ``SYNAPSE_AUGMENT``, ``DETECTION_DEFAULTS``,
+``PRE_POWER``, ``REACH_NM``,
 ``POST_FRACTION``, ``MIN_CONTACTS`` and ``FACING_NM``.
 
 The sweep scores the components of each threshold once and then filters them
@@ -30,7 +33,7 @@ ties; the chosen setting is re-scored with :func:`detect_synapses` itself.
 Usage::
 
     python scripts/tune_synapse_detection.py [--model WEIGHTS] [--data-dir ../shared/data] \
-        [--augment 1|2|4|8]
+        [--augment 1 4]
 """
 
 from __future__ import annotations
@@ -192,13 +195,20 @@ def main() -> None:
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--top", type=int, default=20, help="settings printed")
     parser.add_argument(
-        "--augment", type=int, default=1, help="in-plane views averaged (test-time augmentation)"
+        "--augment",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="in-plane views averaged (test-time augmentation); each is swept, e.g. 1 4",
     )
     args = parser.parse_args()
     model = load_synapse_model(args.model)
-    sets = training_maps(model, Path(args.data_dir), args.augment)
-    groups, scores = sweep(sets)
-    kinds = {s["group"]: s["kind"] for s in sets}
+    by_views, scores = {}, {}
+    for views in args.augment:
+        by_views[views] = training_maps(model, Path(args.data_dir), views)
+        groups, swept = sweep(by_views[views])
+        scores.update({(views, *setting): f1 for setting, f1 in swept.items()})
+    kinds = {s["group"]: s["kind"] for s in by_views[args.augment[0]]}
 
     def ratios(f1):
         return [f1[g] / TARGET[kinds[g]] for g in groups]
@@ -209,23 +219,29 @@ def main() -> None:
 
     ranked = sorted(scores.items(), key=lambda it: -min(domains(it[1])))
     print(
-        "| threshold | peak | min size (nm^3) | NMS (nm) | "
+        "| views | threshold | peak | min size (nm^3) | NMS (nm) | "
         + " | ".join(groups)
         + " | real F1 / target | phantom F1 / target | worse domain |"
     )
-    print("|---:|---:|---:|---:|" + "---:|" * (len(groups) + 3))
-    shown = ranked[: args.top] + [(OLD_DEFAULT, scores[OLD_DEFAULT])]
-    for (t, p, m, d), f1 in shown:
+    print("|---:|---:|---:|---:|---:|" + "---:|" * (len(groups) + 3))
+    shown = ranked[: args.top] + [
+        ((v, *OLD_DEFAULT), scores[(v, *OLD_DEFAULT)]) for v in args.augment
+    ]
+    for (v, t, p, m, d), f1 in shown:
         cells = " | ".join(f"{f1[g]:.3f}" for g in groups)
         real, phantom = domains(f1)
         print(
-            f"| {t} | {p} | {m:g} | {d:g} | {cells} | {real:.3f} | {phantom:.3f} | "
+            f"| {v} | {t} | {p} | {m:g} | {d:g} | {cells} | {real:.3f} | {phantom:.3f} | "
             f"{min(real, phantom):.3f} |"
         )
-    print("(last row: the previous defaults)")
-    t, p, m, d = ranked[0][0]
+    print("(last rows: the stage-1 defaults)")
+    for v in args.augment:
+        f1 = max((f1 for k, f1 in scores.items() if k[0] == v), key=lambda f: min(domains(f)))
+        print(f"best worse domain with {v} view(s): {min(domains(f1)):.3f}")
+    views, t, p, m, d = ranked[0][0]
+    sets = by_views[views]
     best = {"threshold": t, "peak_threshold": p, "min_size_nm3": m, "nms_distance_nm": d}
-    print(f"\nchosen: {best}")
+    print(f"\nchosen: {views} view(s) (SYNAPSE_AUGMENT), {best}")
     print("\nwith detect_synapses itself:")
     for s in sets:
         found = detect_synapses(s["syn"], s["voxel"], **best)

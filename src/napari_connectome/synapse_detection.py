@@ -160,10 +160,10 @@ def predict_synapses(
     tuple
         ``(maps, model_record)``: the
         :class:`~napari_connectome.models.synapse_inference.SynapseMaps` and the
-        model's name and configuration.
+        model's name, configuration and views averaged (``augment``).
     """
     from .models.inference import PredictionCancelled
-    from .models.synapse_inference import predict_synapse_maps
+    from .models.synapse_inference import SYNAPSE_AUGMENT, predict_synapse_maps
 
     name, loaded = _load(model)
     try:
@@ -172,13 +172,14 @@ def predict_synapses(
             voxel_size,
             loaded,
             device=device,
+            augment=SYNAPSE_AUGMENT,
             progress=progress,
             should_stop=should_stop,
         )
     except PredictionCancelled as error:
         raise SynapseDetectionCancelled("synapse detection cancelled") from error
     config = {k: v for k, v in loaded[1].items()}
-    return maps, {"name": name, "config": config}
+    return maps, {"name": name, "config": config, "augment": SYNAPSE_AUGMENT}
 
 
 def detect_volume(

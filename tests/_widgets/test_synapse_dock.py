@@ -7,6 +7,7 @@ from qtpy.QtCore import Qt
 from torch import nn
 
 from napari_connectome._widgets._scope import CURRENT_SLICE, WHOLE_VOLUME
+from napari_connectome.core.synapses import DETECTION_DEFAULTS
 from napari_connectome.models.synapse_inference import SYNAPSE_OUTPUT
 from napari_connectome.models.unet import default_config
 
@@ -192,10 +193,11 @@ def test_no_synapses_found(make_napari_viewer, qtbot):
 def test_peak_threshold_reaches_the_detection(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     dock = make_dock(viewer, *scene())
-    assert dock.peak_probability.value == pytest.approx(0.97)  # the bundled model's default
-    dock.peak_probability.value = 0.9
+    # the bundled model's default
+    assert dock.peak_probability.value == pytest.approx(DETECTION_DEFAULTS["peak_threshold"])
+    dock.peak_probability.value = 0.85
     assert run(dock, qtbot).startswith("Done: 2 synapses")
-    assert dock.result.settings["peak_threshold"] == pytest.approx(0.9)
+    assert dock.result.settings["peak_threshold"] == pytest.approx(0.85)
     dock.peak_probability.value = 1.0  # no voxel is that sure: nothing is kept
     assert "no synapses found" in run(dock, qtbot)
 

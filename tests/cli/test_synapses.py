@@ -32,10 +32,7 @@ def test_help_states_the_detection_defaults():
         f"default {threshold:g}; an object must also reach {peak:g}" in helps["synapse_threshold"]
     )
     assert f"default {peak:g}" in helps["synapse_peak_threshold"]
-    assert (
-        f"default {DETECTION_DEFAULTS['min_size_nm3']:.0e}".replace("e+0", "e")
-        in (helps["synapse_min_size"])
-    )
+    assert f"default {DETECTION_DEFAULTS['min_size_nm3']:g}" in helps["synapse_min_size"]
 
 
 def test_arguments():
@@ -92,14 +89,14 @@ def test_a_model_that_finds_nothing_writes_an_empty_table(phantom_store, tmp_pat
 
 def test_peak_threshold_option_decides_what_is_kept(phantom_store, tmp_path):
     ph, store = phantom_store
-    path = constant_model(tmp_path / "lukewarm.safetensors", 2.2)  # probability 0.90
+    path = constant_model(tmp_path / "lukewarm.safetensors", 1.7)  # probability 0.85
     common = ("--synapses", "--synapse-model", str(path), "--synapse-threshold", "0.5")
     summary = run_synapse_detection(parse(*common), store, ph.raw, VOXEL, lambda f, m: None)
-    assert "no synapses found" in summary  # never reaches the default peak, 0.95
-    args = parse(*common, "--synapse-peak-threshold", "0.85")
+    assert "no synapses found" in summary  # never reaches the default peak, 0.9
+    args = parse(*common, "--synapse-peak-threshold", "0.8")
     summary = run_synapse_detection(args, store, ph.raw, VOXEL, lambda f, m: None)
     assert summary.startswith("1 synapses"), summary  # the whole volume is one object
-    assert read_synapse_store(store).attrs["settings"]["peak_threshold"] == 0.85
+    assert read_synapse_store(store).attrs["settings"]["peak_threshold"] == 0.8
 
 
 def test_not_a_synapse_model(phantom_store):

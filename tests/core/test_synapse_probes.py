@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_connectome.core.synapse_probes import partner_probes
+from napari_connectome.core.synapse_probes import PRE_POWER, partner_probes
 from napari_connectome.core.synapses import detect_synapses
 
 VS = (40.0, 4.0, 4.0)
@@ -28,8 +28,9 @@ def test_contact_and_zone_probes():
     assert set(zone[:, 0].tolist()) == {1}
     assert zone[:, 2].min() == 38 - 5 and zone[:, 2].max() == 41 + 5
     np.testing.assert_allclose(probes.pre[contact], 0.0)
-    # zone probes weigh the squared presynaptic probability by default
-    np.testing.assert_allclose(probes.pre[~contact], np.where(zone[:, 2] < 38, 0.49, 0.0))
+    # zone probes weigh the presynaptic probability to the power PRE_POWER by default
+    expected = np.where(zone[:, 2] < 38, 0.7**PRE_POWER, 0.0)
+    np.testing.assert_allclose(probes.pre[~contact], expected)
     assert np.all(probes.synapse == 0)
     linear = partner_probes(
         det, pre, reach_nm=20.0, max_probes=10_000, pre_power=1.0, facing_nm=()

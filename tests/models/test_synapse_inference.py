@@ -53,7 +53,9 @@ def test_test_time_augmentation_averages_mirrored_views():
 
     vol = np.zeros((1, 64, 64), np.uint8)
     vol[:, :, 32:] = 255  # one vertical edge at x = 32
-    plain = predict_synapse_maps(vol, (40.0, 8.0, 8.0), (LeftEdge(), CONFIG), device="cpu")
+    plain = predict_synapse_maps(
+        vol, (40.0, 8.0, 8.0), (LeftEdge(), CONFIG), device="cpu", augment=1
+    )
     mirrored = predict_synapse_maps(
         vol, (40.0, 8.0, 8.0), (LeftEdge(), CONFIG), device="cpu", augment=2
     )

@@ -15,6 +15,9 @@ def add_synapse_arguments(parser) -> None:
     parser : argparse.ArgumentParser
         The ``segment`` subcommand's parser.
     """
+    from ..core.synapses import DETECTION_DEFAULTS
+
+    low, peak = DETECTION_DEFAULTS["threshold"], DETECTION_DEFAULTS["peak_threshold"]
     group = parser.add_argument_group("synapses")
     group.add_argument(
         "--synapses",
@@ -32,8 +35,8 @@ def add_synapse_arguments(parser) -> None:
         type=float,
         default=None,
         help=(
-            "synapse probability threshold (default 0.5; an object must also reach 0.97"
-            " somewhere; chosen for the bundled model)"
+            f"synapse probability threshold (default {low:g}; an object must also reach "
+            f"{peak:g} somewhere; chosen for the bundled model)"
         ),
     )
     group.add_argument(
@@ -41,8 +44,8 @@ def add_synapse_arguments(parser) -> None:
         type=float,
         default=None,
         help=(
-            "probability an object must reach somewhere to be kept (default 0.97; lower "
-            "it when clear synapses are missed)"
+            f"probability an object must reach somewhere to be kept (default {peak:g}; "
+            "lower it when clear synapses are missed)"
         ),
     )
     group.add_argument(
@@ -50,7 +53,7 @@ def add_synapse_arguments(parser) -> None:
         type=float,
         default=None,
         metavar="NM3",
-        help="smallest synapse kept, in nm^3 (default 5e5)",
+        help=f"smallest synapse kept, in nm^3 (default {DETECTION_DEFAULTS['min_size_nm3']:g})",
     )
 
 

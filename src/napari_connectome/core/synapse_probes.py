@@ -4,9 +4,9 @@ Around each synapse a fixed set of voxels is picked once, from the prediction:
 contact probes (the synapse's own voxels, weighted by the postsynaptic-side
 probability when the model predicts one) and zone probes (voxels within
 ``reach_nm``, weighted by the presynaptic-side probability raised to
-``pre_power``: squaring favours the segment with a few confident presynaptic
-voxels over a large segment with many lukewarm ones), and, with a presynaptic
-map, facing probes: from each contact probe, the voxels ``FACING_NM`` away
+``pre_power``: a power above 1 favours the segment with a few confident
+presynaptic voxels over a large segment with many lukewarm ones), and, with a
+presynaptic map, facing probes: from each contact probe, the voxels ``FACING_NM`` away
 towards the presynaptic side (up the smoothed presynaptic probability). A
 postsynaptic partner faces the presynaptic neuron across the cleft; a neighbour
 the synapse object merely spills into mostly does not. See
@@ -107,8 +107,9 @@ def partner_probes(
     seed : int
         Seed of that subset.
     pre_power : float
-        Each zone probe weighs ``presynaptic ** pre_power`` (2 by default, chosen on
-        training phantoms: it picks the right presynaptic neuron more often than 1).
+        Each zone probe weighs ``presynaptic ** pre_power`` (:data:`PRE_POWER` by
+        default, chosen on training phantoms: it picks the right presynaptic neuron
+        more often than 1).
     facing_nm : tuple of float
         Distances of the facing probes of each contact probe, along the direction in
         which the presynaptic probability (smoothed over ``FACING_SMOOTHING_NM``)

@@ -18,9 +18,10 @@ voxels is kept once, from the prediction:
   weighted by the postsynaptic-side probability (the network's third channel;
   1 from a two-channel model);
 - zone probes: the voxels within ``reach_nm`` of it, each weighted by the
-  squared presynaptic-side probability (the network's second channel);
-- facing probes: from each contact probe, the voxels 30, 60 and 90 nm towards
-  the presynaptic side (up the smoothed presynaptic probability).
+  presynaptic-side probability (the network's second channel) to the power
+  ``PRE_POWER``;
+- facing probes: from each contact probe, the voxels ``FACING_NM`` (30, 60 and
+  90 nm) towards the presynaptic side (up the smoothed presynaptic probability).
 
 The presynaptic segment is the one holding the most presynaptic weight. A
 contact probe counts for its segment as far as its facing probes land in the
@@ -70,7 +71,8 @@ _FACES_3D = ndi.generate_binary_structure(3, 1)
 #: Detection settings of the bundled synapse model, chosen on training data only
 #: (ISBI z 0-19, VNC z 0-14, phantoms of seeds 30000-30003) by
 #: ``scripts/tune_synapse_detection.py``: the setting whose worse domain (real sections
-#: or phantoms, mean F1 / target) is the best. Its probabilities are not calibrated
+#: or phantoms, mean F1 / target) is the best, on maps of ``SYNAPSE_AUGMENT`` views
+#: (``models.synapse_inference``). Its probabilities are not calibrated
 #: (class-balanced loss), hence the high thresholds; the peak threshold keeps a cleft
 #: whole at 0.5 while needing a confident core.
 DETECTION_DEFAULTS = {

@@ -18,6 +18,7 @@ from .inference import _resolve_model, check_inputs, run_prediction
 from .weights import WEIGHTS_DIR, ModelFileError, installed_model, load_model, resolve_device
 
 __all__ = [
+    "SYNAPSE_AUGMENT",
     "SYNAPSE_CHANNELS",
     "SYNAPSE_OUTPUT",
     "SynapseMaps",
@@ -31,6 +32,12 @@ SYNAPSE_OUTPUT = "synapse_probability"
 #: Output channels of the synapse network, in order. Weights trained before the
 #: postsynaptic channel existed have the first two only; they still load.
 SYNAPSE_CHANNELS = ("synapse", "presynaptic", "postsynaptic")
+#: In-plane views averaged per tile by default (test-time augmentation). One: the
+#: detection and partner defaults were chosen on one view's maps. Four views (with
+#: defaults re-chosen for them by ``scripts/tune_synapse_detection.py --augment 1 4``)
+#: did better on training data but lost detection F1 on held-out sections and
+#: phantoms (``docs/SYNAPSE_MODEL.md``), for four times the model's time.
+SYNAPSE_AUGMENT = 1
 
 
 class SynapseMaps(NamedTuple):
@@ -104,7 +111,7 @@ def predict_synapse_maps(
     batch_size: int = 8,
     tile_size: int = 256,
     planes: str | Sequence[str] = "auto",
-    augment: int = 1,
+    augment: int = SYNAPSE_AUGMENT,
     progress: Callable[[int, int], Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> SynapseMaps:
@@ -128,7 +135,8 @@ def predict_synapse_maps(
         Orientations averaged (see :func:`~.tiling.choose_planes`).
     augment : {1, 2, 4, 8}
         In-plane mirrored / rotated views averaged per tile (test-time augmentation,
-        see :func:`~.inference.symmetries`).
+        see :func:`~.inference.symmetries`); :data:`SYNAPSE_AUGMENT` by default, the
+        setting the detection defaults were chosen with.
     progress : callable, optional
         ``progress(done_tiles, total_tiles)``.
     should_stop : callable, optional
