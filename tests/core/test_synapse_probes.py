@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_connectome.core.synapse_probes import PRE_POWER, partner_probes
+from napari_connectome.core.synapse_probes import PRE_POWER, partner_probes, probes_in_box
 from napari_connectome.core.synapses import detect_synapses
 
 VS = (40.0, 4.0, 4.0)
@@ -125,3 +125,11 @@ def test_a_flat_or_noisy_presynaptic_map_gives_no_facing_direction():
     noise = np.random.default_rng(0).normal(0.0, 1e-4, det.labels.shape)
     warm = (0.8 + noise).astype(np.float32)
     assert not np.any(partner_probes(det, warm).facing() >= 0)
+
+
+def test_probes_in_box_takes_open_ends_and_none():
+    coords = np.array([[0, 0, 0], [1, 5, 9], [2, 9, 3], [3, 2, 2]])
+    box = (slice(1, None), slice(None, 9), slice(2, 10))
+    np.testing.assert_array_equal(probes_in_box(coords, box), [False, True, False, True])
+    assert probes_in_box(coords, None).all()
+    assert not probes_in_box(coords, (slice(4, 8),)).any()  # no probe at z 4-7

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.connectome import connectome_edges
+from ..core.synapse_probes import probes_in_box
 from ._scope import Region
 
 #: Tolerance when checking that two layers share a pixel grid (in pixels).
@@ -402,14 +403,10 @@ class ProofreadLink:
             Where the fragments may have changed (state coordinates); only the
             probes inside are read again. Everywhere by default.
         """
-        coords = self.coords
         if box is None or self._frags is None:
-            self._frags = np.zeros(len(coords), np.uint64)
-            inside = np.ones(len(coords), bool)
-        else:
-            inside = np.ones(len(coords), bool)
-            for axis, s in enumerate(box):
-                inside &= (coords[:, axis] >= s.start) & (coords[:, axis] < s.stop)
+            self._frags = np.zeros(len(self.coords), np.uint64)
+            box = None
+        inside = probes_in_box(self.coords, box)
         if inside.any():
             self._frags[inside] = self._read(inside if box is not None else None)
         frags = np.zeros(len(self.valid), np.uint64)

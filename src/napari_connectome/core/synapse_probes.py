@@ -22,7 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["FACING_NM", "PRE_POWER", "REACH_NM", "PartnerProbes", "partner_probes"]
+__all__ = [
+    "FACING_NM",
+    "PRE_POWER",
+    "REACH_NM",
+    "PartnerProbes",
+    "partner_probes",
+    "probes_in_box",
+]
 
 #: Partner defaults of the bundled synapse model, chosen on training phantoms by
 #: ``scripts/tune_synapse_detection.py``: the zone radius (nm) around each synapse and
@@ -72,6 +79,30 @@ class PartnerProbes:
         if self.facing_from is None:
             return np.full(len(self.synapse), -1, np.int64)
         return self.facing_from
+
+
+def probes_in_box(coords: np.ndarray, box) -> np.ndarray:
+    """Return which probe coordinates lie inside a box.
+
+    Parameters
+    ----------
+    coords : numpy.ndarray
+        ``(m, ndim)`` voxel coordinates.
+    box : tuple of slice or None
+        One slice per axis (a missing start or stop is open); None: everywhere.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(m,)`` bool mask.
+    """
+    inside = np.ones(len(coords), bool)
+    for axis, s in enumerate(box or ()):
+        if s.start is not None:
+            inside &= coords[:, axis] >= s.start
+        if s.stop is not None:
+            inside &= coords[:, axis] < s.stop
+    return inside
 
 
 def partner_probes(

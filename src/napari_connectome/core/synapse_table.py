@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .synapse_probes import PartnerProbes
+from .synapse_probes import PartnerProbes, probes_in_box
 
 if TYPE_CHECKING:
     from .synapses import SynapseDetections
@@ -168,12 +168,7 @@ class SynapseTable:
             self.segment_table = np.asarray(table)
         if fragments is not None:
             coords = self.probes.coords
-            inside = np.ones(len(coords), bool)
-            if box is not None:
-                for axis, s in enumerate(box):
-                    start = 0 if s.start is None else s.start
-                    stop = np.iinfo(np.int64).max if s.stop is None else s.stop
-                    inside &= (coords[:, axis] >= start) & (coords[:, axis] < stop)
+            inside = probes_in_box(coords, box)
             if inside.any():
                 values = self.probe_fragments.copy()
                 values[inside] = _read_at(fragments, coords[inside])
