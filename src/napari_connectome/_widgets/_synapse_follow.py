@@ -1,7 +1,10 @@
 """How the Synapses dock keeps partners in step with the segmentation (no model run).
 
-Two ways the segmentation changes under a synapse table:
+Three ways the segmentation changes under a synapse table:
 
+- another segmentation layer is chosen in the dock after a run (say the Proofread
+  dock's layer, opened from the Segment dock's result): the partners are read
+  from it, and follow its session if it has one;
 - the segmentation layer gets new data (the Segment dock's threshold slider, or
   a Proofread dock opening a session on its layer): the segment ids are read
   again at the partner probes;
@@ -15,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._scope import level0, unwrap_proxy
-from ._synapse_view import ProofreadLink, to_image
+from ._synapse_view import ProofreadLink, covered_region, grid_offset, to_image
 
 
 def _values_at(data, coords: np.ndarray) -> np.ndarray:
@@ -31,8 +34,41 @@ class FollowSegmentation:
     """Mixin of the Synapses dock: partners follow the segmentation layer and its session.
 
     The dock provides ``_viewer``, ``_ctx`` (the run's image, labels, region,
-    offset), ``_table()``, ``link`` and ``refresh``.
+    offset), ``_watched`` (a list), ``_table()``, ``link``, ``refresh`` and
+    ``controls.status``.
     """
+
+    def _watch(self, labels) -> None:
+        """Re-derive partners whenever ``labels`` gets new data (connected once)."""
+        if not any(labels is w for w in self._watched):
+            self._watched.append(labels)
+            labels.events.data.connect(lambda _e=None, layer=labels: self._on_labels_data(layer))
+
+    def _on_segmentation_choice(self, layer) -> None:
+        """Read the partners from a segmentation layer chosen after the run (no model run).
+
+        The layer must cover the run's region on the image's pixel grid; otherwise
+        the partners stay with the run's layer and the status says why.
+        """
+        old = self._ctx.get("labels") if self._table() is not None else None
+        if old is None or layer is None or layer is old:
+            return
+        image, region = self._ctx["image"], self._ctx["region"]
+        try:
+            offset = grid_offset(image, layer)
+            shape = tuple(int(n) for n in level0(image).shape)
+            if covered_region(region, shape, offset, level0(layer).shape) != region:
+                raise ValueError(f"'{layer.name}' does not cover the whole region of the run")
+        except ValueError as error:
+            self.controls.status.value = (
+                f"Error: {error}; partners are still from '{old.name}' (run again to use it)"
+            )
+            return
+        self._ctx = {**self._ctx, "labels": layer, "offset": offset}
+        self._watch(layer)
+        self._on_labels_data(layer)
+        follow = ", following its proofreading session" if self.link is not None else ""
+        self.controls.status.value = f"Partners now from '{layer.name}'{follow} (no model run)."
 
     # --- following the segmentation ----------------------------------------------------
 
