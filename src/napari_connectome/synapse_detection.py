@@ -22,6 +22,7 @@ import numpy as np
 from .core.connectome import connectome_edges
 from .core.synapses import (
     DETECTION_DEFAULTS,
+    SECTION_NM,
     SynapseDetections,
     SynapseTable,
     assign_partners,
@@ -194,6 +195,7 @@ def detect_volume(
     peak_threshold: float | None = None,
     min_size_nm3: float | None = None,
     nms_distance_nm: float | None = None,
+    section_nm: float | None = None,
     progress: Callable[[float, str], object] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> SynapseResult:
@@ -215,6 +217,10 @@ def detect_volume(
         ``"auto"``, ``"cpu"``, ``"cuda"``.
     threshold, peak_threshold, min_size_nm3, nms_distance_nm : float, optional
         Detection settings (defaults: :data:`DETECTION_DEFAULTS`).
+    section_nm : float, optional
+        Thickness of a 2D image's pixels for sizes in nm^3 (one section of a
+        serial-section volume: its section thickness); default
+        :data:`~napari_connectome.core.synapses.SECTION_NM`. Unused for 3D.
     progress : callable, optional
         ``progress(fraction, message)``.
     should_stop : callable, optional
@@ -246,6 +252,7 @@ def detect_volume(
         ("peak_threshold", peak_threshold),
         ("min_size_nm3", min_size_nm3),
         ("nms_distance_nm", nms_distance_nm),
+        ("section_nm", (section_nm or SECTION_NM) if len(shape) == 2 else None),
     ):
         if value is not None:
             settings[key] = float(value)
@@ -274,7 +281,7 @@ def detect_volume(
         settings=settings,
         postsynaptic=maps.postsynaptic,
     )
-    if segmentation is not None and len(detections):
+    if segmentation is not None:  # also with no synapses: an empty table exports
         report(0.95, "assigning partners")
         result.assign(segmentation, fragment_table)
     report(1.0, f"found {len(detections)} synapses")

@@ -105,8 +105,10 @@ def test_detects_shows_layers_table_and_matrix(make_napari_viewer, qtbot, tmp_pa
     pd = pytest.importorskip("pandas")
     synapses_csv, edges_csv = dock.save_csv(tmp_path / "em.csv")
     table = pd.read_csv(synapses_csv)
-    assert list(table.columns) == ["id", "z", "y", "x", "pre", "post", "confidence"]
+    assert list(table.columns) == [*"id z y x pre post confidence".split(), "partner_confidence"]
     assert sorted(table["post"]) == [2, 3] and set(table["pre"]) == {1}
+    # "confidence" is the detection confidence the dock shows and filters on
+    np.testing.assert_allclose(sorted(table["confidence"]), sorted(conf), atol=1e-4)
     assert table["y"].min() == pytest.approx(points.data[:, 1].min() * VS[1], abs=0.1)
     edges = pd.read_csv(edges_csv)
     assert edges.to_numpy().tolist() == [[1, 2, 1], [1, 3, 1]]
@@ -341,6 +343,38 @@ def test_partners_follow_merges_splits_undo_and_redo(
     assert edges_of(dock) == {(left, kept): 2}
 
 
+def test_choosing_another_segmentation_after_the_run_reads_and_follows_it(
+    make_napari_viewer, qtbot, proofread_scene, monkeypatch
+):
+    """Segment, detect, then proofread on a new layer: the partners follow that layer."""
+    raw, store = proofread_scene
+    _, seg = scene()
+    viewer = make_napari_viewer()
+    dock = make_dock(viewer, raw, seg)
+    run(dock, qtbot)
+    assert edges_of(dock) == {(1, 2): 1, (1, 3): 1}
+    _, proofread = viewer.window.add_plugin_dock_widget("napari-connectome", "Proofread")
+    proofread.open_store(store)  # a new "EM proofread" layer with its own segment ids
+    qtbot.waitUntil(lambda: proofread.controls.worker is None, timeout=TIMEOUT)
+    import napari_connectome.synapse_detection as detection
+
+    monkeypatch.setattr(detection, "predict_synapses", lambda *a, **k: 1 / 0)
+    viewer.add_labels(seg[:, :64], name="other", scale=VS)  # not this image's segmentation
+    dock.segmentation.value = viewer.layers["other"]
+    assert "still from 'EM segmentation'" in dock.controls.status.value
+    assert edges_of(dock) == {(1, 2): 1, (1, 3): 1}
+
+    dock.segmentation.value = proofread.layer
+    assert "following its proofreading session" in dock.controls.status.value
+    state = proofread.controller.state
+    left, top, bottom = (state.segment_at(p) for p in ((2, 60, 10), (2, 20, 80), (2, 110, 80)))
+    assert edges_of(dock) == {(left, top): 1, (left, bottom): 1}
+    proofread.mode.value = "merge"
+    proofread.click((2, 20, 80))
+    proofread.click((2, 110, 80))
+    assert edges_of(dock) == {(left, state.segment_at((2, 20, 80))): 2}
+
+
 def test_cancel_drops_the_run(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     dock = make_dock(viewer, *scene())
@@ -362,9 +396,15 @@ def test_region_in_view_and_a_2d_image(make_napari_viewer, qtbot):
     viewer.add_labels(seg[1], name="seg", scale=VS[1:])
     _, dock = viewer.window.add_plugin_dock_widget("napari-connectome", "Synapses")
     dock.custom_model, dock.device.value, dock.scope.value = MODEL, "cpu", REGION_IN_VIEW
-    dock.probability.value, dock.min_size.value = 0.5, 1000.0  # 2D: the floor is an area
+    # a 2D image counts as one 50 nm section: each synapse, about 24 x 10 px of
+    # 4 x 4 nm, holds under 192 000 nm^3: under 2e5 and over 1e5
+    dock.probability.value, dock.min_size.value = 0.5, 2e5
     viewer.reset_view()
+    assert "no synapses found" in run(dock, qtbot)
+    dock.min_size.value = 1e5
     assert run(dock, qtbot).startswith("Done: 2 synapses")
+    volumes = dock.result.detections.volumes_nm3
+    assert np.all((volumes > 1e5) & (volumes < 2e5))
     assert viewer.layers["EM synapses"].data.shape == (2, 2)
     assert edges_of(dock) == {(1, 2): 1, (1, 3): 1}
     dock.table.click(0)

@@ -111,7 +111,7 @@ def test_connectome_and_synapse_table_follow_proofreading(store, result, tmp_pat
     assert main(args) == 0
     assert "0 edits applied" in capsys.readouterr().out
     rows = read_csv(table)
-    assert list(rows[0]) == ["id", "z", "y", "x", "pre", "post", "confidence"]
+    assert list(rows[0]) == [*"id z y x pre post confidence".split(), "partner_confidence"]
     assert len(rows) == len(syn.rows()) and len({r["id"] for r in rows}) == len(syn)
     before = {(r["pre"], r["post"]): int(r["count"]) for r in read_csv(edges)}
     assert before and sum(before.values()) == len(syn.pairs)

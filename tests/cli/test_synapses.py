@@ -85,6 +85,15 @@ def test_a_model_that_finds_nothing_writes_an_empty_table(phantom_store, tmp_pat
     assert "no synapses found" in summary and "empty synapse table" in summary
     assert has_synapses(store)
     assert len(read_synapse_store(store).detections) == 0
+    # the export writes the header-only CSVs of an empty connectome
+    from napari_connectome.cli import main
+
+    edges, table = tmp_path / "edges.csv", tmp_path / "synapses.csv"
+    args = ["export", str(store), "--connectome", str(edges), "--synapse-table", str(table)]
+    assert main([*args, "--overwrite"]) == 0
+    assert edges.read_text().splitlines() == ["pre,post,count"]
+    assert table.read_text().splitlines()[0].startswith("id,z,y,x,pre,post,confidence")
+    assert len(table.read_text().splitlines()) == 1
 
 
 def test_peak_threshold_option_decides_what_is_kept(phantom_store, tmp_path):

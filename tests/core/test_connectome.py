@@ -15,15 +15,16 @@ DTYPE = SYNAPSE_ROW_DTYPE
 
 
 def table():
+    """Rows: id, z, y, x (nm), pre, post, detection confidence, pair confidence."""
     return np.array(
         [
-            (1, 0.0, 40.0, 80.0, 5, 6, 0.9),  # polyadic: 5 -> 6 and 5 -> 7
-            (1, 0.0, 40.0, 80.0, 5, 7, 0.8),
-            (2, 50.0, 4.0, 8.0, 5, 6, 0.7),
-            (3, 50.0, 4.0, 8.0, 6, 5, 0.2),
-            (4, 50.0, 4.0, 8.0, 6, 0, 0.0),  # no postsynaptic partner
-            (5, 50.0, 4.0, 8.0, 0, 7, 0.5),  # no presynaptic partner
-            (6, 50.0, 4.0, 8.0, 7, 7, 0.5),  # pre and post merged into one neuron
+            (1, 0.0, 40.0, 80.0, 5, 6, 0.9, 0.9),  # polyadic: 5 -> 6 and 5 -> 7
+            (1, 0.0, 40.0, 80.0, 5, 7, 0.9, 0.8),
+            (2, 50.0, 4.0, 8.0, 5, 6, 0.7, 0.7),
+            (3, 50.0, 4.0, 8.0, 6, 5, 0.2, 0.2),
+            (4, 50.0, 4.0, 8.0, 6, 0, 0.6, 0.0),  # no postsynaptic partner
+            (5, 50.0, 4.0, 8.0, 0, 7, 0.5, 0.5),  # no presynaptic partner
+            (6, 50.0, 4.0, 8.0, 7, 7, 0.5, 0.5),  # pre and post merged into one neuron
         ],
         DTYPE,
     )
@@ -55,7 +56,16 @@ def test_csv_files(tmp_path):
     }
     with (write_synapse_csv(tmp_path / "s.csv", table())).open() as handle:
         read = list(csv.DictReader(handle))
-    assert list(read[0]) == ["id", "z", "y", "x", "pre", "post", "confidence"]
+    assert list(read[0]) == [
+        "id",
+        "z",
+        "y",
+        "x",
+        "pre",
+        "post",
+        "confidence",
+        "partner_confidence",
+    ]
     assert len(read) == 7
     assert (read[0]["id"], read[0]["y"], read[0]["pre"], read[0]["post"]) == (
         "1",
@@ -64,6 +74,7 @@ def test_csv_files(tmp_path):
         "6",
     )
     assert float(read[0]["confidence"]) == pytest.approx(0.9)
+    assert [float(r["partner_confidence"]) for r in read[:2]] == pytest.approx([0.9, 0.8])
 
 
 def test_csv_readable_by_pandas_and_networkx(tmp_path):

@@ -98,7 +98,8 @@ def test_synapse_without_partner_has_one_row_with_post_zero(polyadic_scene):
     table = assign_partners(det, np.ones_like(seg), pre)  # one segment everywhere
     rows = table.rows()
     assert rows["pre"].tolist() == [1] and rows["post"].tolist() == [0]
-    assert rows["confidence"].tolist() == [0.0]
+    assert rows["partner_confidence"].tolist() == [0.0]  # no pair
+    assert rows["confidence"].tolist() == pytest.approx(det.confidence.tolist())  # detection
 
 
 def test_empty_detections_give_an_empty_table(polyadic_scene):

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from napari_connectome.core.synapses import (
+    SECTION_NM,
     assign_partners,
     detect_synapses,
     effective_peak_threshold,
@@ -89,6 +90,14 @@ def test_no_synapses_and_2d():
     det2 = detect_synapses(prob2d, (4.0, 4.0), min_size_nm3=0)
     assert len(det2) == 1
     np.testing.assert_allclose(det2.positions[0], [100.0, 100.0])
+    # a 2D map is one section: SECTION_NM thick by default, or as thick as given
+    area_nm2 = det2.sizes[0] * 16.0
+    assert det2.volumes_nm3[0] == pytest.approx(area_nm2 * SECTION_NM)
+    thin = detect_synapses(prob2d, (4.0, 4.0), min_size_nm3=0, section_nm=40.0)
+    assert thin.volumes_nm3[0] == pytest.approx(area_nm2 * 40.0)
+    floor = area_nm2 * SECTION_NM
+    assert len(detect_synapses(prob2d, (4.0, 4.0), min_size_nm3=floor)) == 1
+    assert len(detect_synapses(prob2d, (4.0, 4.0), min_size_nm3=floor * 1.01)) == 0
 
 
 @pytest.mark.parametrize(
@@ -100,6 +109,7 @@ def test_no_synapses_and_2d():
         (np.zeros((2, 8, 8)), (40.0, -4.0, 4.0), {}, "voxel_size"),
         (np.zeros((2, 8, 8)), VS, {"threshold": 1.5}, "threshold"),
         (np.zeros((2, 8, 8)), VS, {"peak_threshold": 1.5}, "peak_threshold"),
+        (np.zeros((8, 8)), (4.0, 4.0), {"section_nm": 0.0}, "section_nm"),
     ],
 )
 def test_detect_bad_input(prob, vs, kwargs, match):

@@ -101,7 +101,7 @@ class SynapseTableWidget(QTableView):
         """
         positions_nm = np.asarray(positions_nm, float).reshape(-1, 3)
         names = rows.dtype.names or ()
-        pair = rows["confidence"] if "confidence" in names else np.zeros(len(rows))
+        pair = rows["partner_confidence"] if "partner_confidence" in names else np.zeros(len(rows))
         columns = [
             np.asarray(rows["id"]),
             positions_nm[:, 0],

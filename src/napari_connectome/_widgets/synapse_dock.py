@@ -134,7 +134,10 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
             max=1e9,
             step=5e4,
             value=DETECTION_DEFAULTS["min_size_nm3"],
-            tooltip="smaller synapse objects are dropped",
+            tooltip=(
+                "smaller synapse objects are dropped (one section counts as thick as its "
+                "voxels, a 2D image as a 50 nm section)"
+            ),
         )
         self.controls = RunControls(run_text="Detect synapses")
         self.threshold = FloatSlider(
@@ -205,6 +208,7 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
         self._made: dict = {}  # name -> layer this dock made (replaced on re-run)
         self.controls.run_button.changed.connect(self.run)
         self.image.changed.connect(self._on_image)
+        self.segmentation.changed.connect(self._on_segmentation_choice)
         self.threshold.changed.connect(lambda _=None: self.refresh())
         self.neurons.changed.connect(lambda _=None: self._show_matrix())
         for event in ("inserted", "removed", "moved"):
@@ -263,6 +267,7 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
             "threshold": ctx["probability"],
             "peak_threshold": ctx["peak_probability"],
             "min_size_nm3": ctx["min_size"],
+            "section_nm": ctx["section_nm"],
         }
 
         def work(report, should_stop):
@@ -313,9 +318,8 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
         if problem:
             raise ValueError(f"{problem} (the part the segmentation covers)")
         run_voxel_size = voxel_size[-2:] if region.plane or image.ndim == 2 else voxel_size
-        min_size = float(self.min_size.value)
-        if region.plane:  # one section: the core counts its voxels as 1 nm thick
-            min_size /= voxel_size[0]
+        # one section of a 3D image is as thick as its voxels; a 2D image: SECTION_NM
+        section_nm = float(voxel_size[0]) if region.plane else None
         return {
             "image": image,
             "labels": labels,
@@ -327,7 +331,8 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
             "device": device,
             "probability": float(self.probability.value),
             "peak_probability": float(self.peak_probability.value),
-            "min_size": min_size,
+            "min_size": float(self.min_size.value),
+            "section_nm": section_nm,
             "where": describe_region(region, shape),
         }
 
@@ -353,9 +358,7 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
             self.link = None
         self.result, self._ctx = result, ctx
         labels = ctx["labels"]
-        if not any(labels is w for w in self._watched):
-            self._watched.append(labels)
-            labels.events.data.connect(lambda _e=None, layer=labels: self._on_labels_data(layer))
+        self._watch(labels)
         if len(result) == 0:
             self.refresh()
             self.controls.status.value = f"Error: {no_synapses_message(result)}"

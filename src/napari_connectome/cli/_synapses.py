@@ -15,7 +15,7 @@ def add_synapse_arguments(parser) -> None:
     parser : argparse.ArgumentParser
         The ``segment`` subcommand's parser.
     """
-    from ..core.synapses import DETECTION_DEFAULTS
+    from ..core.synapses import DETECTION_DEFAULTS, SECTION_NM
 
     low, peak = DETECTION_DEFAULTS["threshold"], DETECTION_DEFAULTS["peak_threshold"]
     group = parser.add_argument_group("synapses")
@@ -53,7 +53,10 @@ def add_synapse_arguments(parser) -> None:
         type=float,
         default=None,
         metavar="NM3",
-        help=f"smallest synapse kept, in nm^3 (default {DETECTION_DEFAULTS['min_size_nm3']:g})",
+        help=(
+            f"smallest synapse kept, in nm^3 (default {DETECTION_DEFAULTS['min_size_nm3']:g};"
+            f" a 2D image counts as one {SECTION_NM:g} nm section)"
+        ),
     )
 
 
@@ -166,7 +169,7 @@ def run_synapse_detection(args, store_path, raw, voxel_size, report) -> str:
         store_path,
         result.detections,
         result.table,
-        attrs={"model": {"name": name, "config": model[1]}, "settings": result.settings},
+        attrs={"model": {**result.model, "name": name}, "settings": result.settings},
     )
     if not len(result):
         from ..synapse_detection import no_synapses_message

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 EDGE_COLUMNS = ("pre", "post", "count")
-SYNAPSE_COLUMNS = ("id", "z", "y", "x", "pre", "post", "confidence")
+SYNAPSE_COLUMNS = ("id", "z", "y", "x", "pre", "post", "confidence", "partner_confidence")
 
 
 def _rows_of(table) -> np.ndarray:
@@ -52,7 +52,8 @@ def connectome_edges(table, min_confidence: float = 0.0) -> np.ndarray:
     table : SynapseTable or numpy.ndarray
         A :class:`~napari_connectome.core.synapses.SynapseTable` or its ``rows()``.
     min_confidence : float
-        Rows whose ``confidence`` is below this are left out.
+        Rows whose ``confidence`` (the synapse's detection confidence) is below this
+        are left out.
 
     Returns
     -------
@@ -124,7 +125,11 @@ def write_edges_csv(path, edges) -> Path:
 
 
 def write_synapse_csv(path, table) -> Path:
-    """Write a synapse table as ``id,z,y,x,pre,post,confidence`` (nm).
+    """Write a synapse table as ``id,z,y,x,pre,post,confidence,partner_confidence``.
+
+    Positions are in nm; ``confidence`` is the synapse's detection confidence (what
+    the Synapses dock's threshold filters on), ``partner_confidence`` that of the
+    (pre, post) pair.
 
     Parameters
     ----------
@@ -139,6 +144,7 @@ def write_synapse_csv(path, table) -> Path:
         The written file.
     """
     rows = _rows_of(table)
+    names = rows.dtype.names
     path = Path(path)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -153,6 +159,9 @@ def write_synapse_csv(path, table) -> Path:
                     int(r["pre"]),
                     int(r["post"]),
                     f"{float(r['confidence']):.4f}",
+                    f"{float(r['partner_confidence']):.4f}"
+                    if "partner_confidence" in names
+                    else "",
                 )
             )
     return path

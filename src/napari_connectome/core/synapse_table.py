@@ -35,6 +35,7 @@ SYNAPSE_ROW_DTYPE = np.dtype(
         ("pre", np.uint64),
         ("post", np.uint64),
         ("confidence", float),
+        ("partner_confidence", float),
     ]
 )
 
@@ -317,7 +318,9 @@ class SynapseTable:
         numpy.ndarray
             Structured array with fields ``id, z, y, x`` (nm), ``pre, post`` (segment
             ids; a synapse without any postsynaptic partner has one row with
-            ``post = 0``) and ``confidence`` (of the pair).
+            ``post = 0``), ``confidence`` (the synapse's detection confidence, the same
+            on each of its rows) and ``partner_confidence`` (of the pair; 0 where
+            ``post = 0``).
         """
         n = len(self)
         syn = self.pairs[:, 0].astype(np.int64)
@@ -335,7 +338,8 @@ class SynapseTable:
         out["z"], out["y"], out["x"] = pos[:, 0], pos[:, 1], pos[:, 2]
         out["pre"] = self.pre[rows_syn]
         out["post"] = posts
-        out["confidence"] = conf
+        out["confidence"] = self.confidence[rows_syn]
+        out["partner_confidence"] = conf
         return out
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "POST_FRACTION",
     "PRE_POWER",
     "REACH_NM",
+    "SECTION_NM",
     "PartnerProbes",
     "SynapseDetections",
     "SynapseTable",
@@ -81,6 +82,12 @@ DETECTION_DEFAULTS = {
     "min_size_nm3": 5.0e5,
     "nms_distance_nm": 200.0,
 }
+
+
+#: Thickness (nm) given to the pixels of a 2D map: a 2D image counts as one serial
+#: section (the bundled model's training sections are 40-50 nm thick), so a size
+#: floor in nm^3 means the same for one section as for a volume.
+SECTION_NM = 50.0
 
 
 def _voxel_size(voxel_size, ndim: int) -> np.ndarray:
@@ -152,6 +159,7 @@ def detect_synapses(
     peak_threshold: float | None = None,
     min_size_nm3: float = 2.0e5,
     nms_distance_nm: float = 200.0,
+    section_nm: float = SECTION_NM,
 ) -> SynapseDetections:
     """Turn a synapse probability map into synapse objects.
 
@@ -171,6 +179,10 @@ def detect_synapses(
     nms_distance_nm : float
         A component whose centre lies this close to a more confident one is merged
         into it (0: no suppression).
+    section_nm : float
+        Thickness of a 2D map's pixels, for sizes in nm^3 (:data:`SECTION_NM`; the
+        section thickness when the map is one section of a serial-section volume).
+        Unused for a 3D map.
 
     Returns
     -------
@@ -196,11 +208,13 @@ def detect_synapses(
         raise ValueError(f"peak_threshold must be in (0, 1]; got {peak_threshold!r}")
     if min_size_nm3 < 0 or nms_distance_nm < 0:
         raise ValueError("min_size_nm3 and nms_distance_nm must be >= 0")
+    if not (np.isfinite(section_nm) and section_nm > 0):
+        raise ValueError(f"section_nm must be a positive number; got {section_nm!r}")
     if prob.dtype.kind == "f" and not np.isfinite(prob).all():
         raise ValueError("the synapse probability holds NaN or infinite values")
     squeeze = prob.ndim == 2
     if squeeze:
-        prob, vs = prob[None], np.concatenate([[1.0], vs])
+        prob, vs = prob[None], np.concatenate([[float(section_nm)], vs])
     prob = prob.astype(np.float32, copy=False)
     comp, n = ndi.label(prob >= threshold, structure=_FACES_3D)
     index = np.arange(1, n + 1)
