@@ -19,7 +19,10 @@ Layout added to an existing segmentation store (``OUTPUT.zarr``, zarr format 2):
                                              (-1 elsewhere; absent in older stores)
             probe_fragments     (m,) uint64 fragment (or segment) id at each probe
             rows/               the table as written (id, z, y, x, pre, post,
-                                confidence), one array per column, for other tools
+                                confidence, partner_confidence; stores written
+                                before partner_confidence held the pair's
+                                confidence in confidence), one array per column,
+                                for other tools
 
 Partners are re-derived from the probes and any fragment-to-segment table
 (e.g. after replaying the proofreading journal), so the stored table never
