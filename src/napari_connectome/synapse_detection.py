@@ -38,6 +38,7 @@ __all__ = [
     "detect_volume",
     "no_synapses_message",
     "predict_synapses",
+    "synapse_count",
 ]
 
 
@@ -284,8 +285,13 @@ def detect_volume(
     if segmentation is not None:  # also with no synapses: an empty table exports
         report(0.95, "assigning partners")
         result.assign(segmentation, fragment_table)
-    report(1.0, f"found {len(detections)} synapses")
+    report(1.0, f"found {synapse_count(len(detections))}")
     return result
+
+
+def synapse_count(n: int) -> str:
+    """Return ``"1 synapse"`` or ``"n synapses"``."""
+    return f"{n} synapse" if n == 1 else f"{n} synapses"
 
 
 def no_synapses_message(result: SynapseResult) -> str:

@@ -100,6 +100,8 @@ def test_detects_shows_layers_table_and_matrix(make_napari_viewer, qtbot, tmp_pa
     assert dock.matrix.counts.tolist() == [[0, 1], [0, 0]]
     dock.neurons.value = "3, x"
     assert "segment ids" in dock.controls.status.value
+    dock.neurons.value = "999, 1"  # a neuron without any connection shown is named
+    assert "999" in dock.controls.status.value and dock.matrix.neurons == [999, 1]
 
     # the shown rows and connectome as CSV, positions in nm from the image's first voxel
     pd = pytest.importorskip("pandas")
@@ -211,7 +213,7 @@ def test_a_cropped_segmentation_limits_the_run(make_napari_viewer, qtbot):
     crop = seg[:, 64:].copy()  # covers only the synapse onto 3
     viewer.add_labels(crop, name="crop", scale=VS, translate=(0.0, 64 * VS[1], 0.0))
     dock.segmentation.value = viewer.layers["crop"]
-    assert run(dock, qtbot).startswith("Done: 1 synapses")
+    assert run(dock, qtbot).startswith("Done: 1 synapse in")
     assert edges_of(dock) == {(1, 3): 1}
     assert viewer.layers["EM synapses"].data[0, 1] > 64  # image pixels, not crop pixels
 

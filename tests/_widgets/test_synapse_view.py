@@ -96,6 +96,16 @@ def test_neurons_rows_and_arrows():
     assert top_neurons(edges) == [1, 7]
 
 
+def test_top_neurons_follow_the_strongest_connections():
+    dtype = [("pre", np.uint64), ("post", np.uint64), ("count", np.int64)]
+    # a hub (1) with many weak partners, and one strong pair (5 -> 6)
+    edges = np.array([(5, 6, 9), (1, 2, 3), (1, 3, 2), (1, 4, 1), (7, 1, 1)], dtype)
+    assert top_neurons(edges, k=4) == [5, 6, 1, 2]
+    assert top_neurons(edges, k=5) == [5, 6, 1, 2, 3]
+    assert top_neurons(edges, k=3) == [5, 6]  # the next pair does not fit
+    assert top_neurons(edges[:0]) == []
+
+
 def test_parse_neurons():
     assert parse_neurons("12, 40 7, 12") == [12, 40, 7]
     assert parse_neurons("") == []

@@ -104,7 +104,7 @@ def test_peak_threshold_option_decides_what_is_kept(phantom_store, tmp_path):
     assert "no synapses found" in summary  # never reaches the default peak, 0.9
     args = parse(*common, "--synapse-peak-threshold", "0.8")
     summary = run_synapse_detection(args, store, ph.raw, VOXEL, lambda f, m: None)
-    assert summary.startswith("1 synapses"), summary  # the whole volume is one object
+    assert summary.startswith("1 synapse,"), summary  # the whole volume is one object
     assert read_synapse_store(store).attrs["settings"]["peak_threshold"] == 0.8
 
 

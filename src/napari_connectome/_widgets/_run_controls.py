@@ -48,6 +48,7 @@ class RunControls(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0, visible=False)
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # long messages wrap instead of being cut
         buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal")
         buttons.margins = (0, 0, 0, 0)
         super().__init__(widgets=[buttons, self.progress, self.status], labels=False)

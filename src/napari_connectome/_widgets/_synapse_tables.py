@@ -83,6 +83,7 @@ class SynapseTableWidget(QTableView):
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.verticalHeader().setVisible(False)
         self.setSortingEnabled(True)
+        self.sortByColumn(0, Qt.SortOrder.AscendingOrder)  # by synapse id at first
         self.setMinimumHeight(160)
         self._on_row = on_row
         self.clicked.connect(lambda index: self.click(index.row()))

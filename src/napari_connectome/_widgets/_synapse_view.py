@@ -305,7 +305,12 @@ def pair_arrows(
 
 
 def top_neurons(edges: np.ndarray, k: int = TOP_NEURONS) -> list[int]:
-    """Return the ``k`` neurons with the most synapses (in or out), most first.
+    """Return up to ``k`` neurons of the strongest connections.
+
+    The neurons are taken pair by pair from the edges with the most synapses, so
+    the matrix of them is dense in the strong connections (ranking neurons by
+    their total synapses instead picks presynaptic hubs whose partners are left
+    out).
 
     Parameters
     ----------
@@ -317,13 +322,17 @@ def top_neurons(edges: np.ndarray, k: int = TOP_NEURONS) -> list[int]:
     Returns
     -------
     list of int
-        Segment ids.
+        Segment ids, in the order their strongest connection comes.
     """
-    totals: dict[int, int] = {}
-    for pre, post, count in zip(edges["pre"], edges["post"], edges["count"], strict=True):
-        for n in (int(pre), int(post)):
-            totals[n] = totals.get(n, 0) + int(count)
-    return [n for n, _ in sorted(totals.items(), key=lambda t: (-t[1], t[0]))[:k]]
+    order = np.lexsort((edges["post"], edges["pre"], -edges["count"].astype(np.int64)))
+    neurons: list[int] = []
+    for index in order:
+        pair = [int(edges["pre"][index]), int(edges["post"][index])]
+        new = [n for n in dict.fromkeys(pair) if n not in neurons]
+        if len(neurons) + len(new) > k:
+            break
+        neurons += new
+    return neurons
 
 
 def parse_neurons(text: str) -> list[int]:

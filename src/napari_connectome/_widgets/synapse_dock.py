@@ -36,7 +36,7 @@ from magicgui.widgets import (
 )
 
 from ..core.connectome import connectome_matrix
-from ..synapse_detection import DETECTION_DEFAULTS
+from ..synapse_detection import DETECTION_DEFAULTS, synapse_count
 from ._model_choice import ModelChoice
 from ._run_controls import RunControls
 from ._scope import (
@@ -371,7 +371,7 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
             else ""
         )
         self.controls.status.value = (
-            f"Done: {len(result)} synapses in {ctx['where']} of '{ctx['image'].name}'; "
+            f"Done: {synapse_count(len(result))} in {ctx['where']} of '{ctx['image'].name}'; "
             f"partners from '{labels.name}'{follow}."
         )
 
@@ -442,6 +442,13 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
             self.controls.status.value = f"Error: {error}"
             return
         self.matrix.set_matrix(neurons, connectome_matrix(self.edges, neurons))
+        connected = {int(n) for n in self.edges["pre"]} | {int(n) for n in self.edges["post"]}
+        unknown = [n for n in neurons if n not in connected]
+        if unknown:
+            self.controls.status.value = (
+                f"No connection shown has neuron(s) {', '.join(map(str, unknown))}: check the "
+                "ids, or lower the confidence threshold."
+            )
 
     def neurons_from_selection(self) -> list[int]:
         """Show the matrix of the neurons (pre and post) of the selected table rows.

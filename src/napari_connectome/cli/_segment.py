@@ -90,6 +90,12 @@ def _segment_model(name: str, device: str):
     return (module, config), info, str(resolved)
 
 
+def _default_threshold() -> float:
+    from ..segmentation import DEFAULT_THRESHOLD
+
+    return DEFAULT_THRESHOLD
+
+
 def _store_attrs(volume, size_from: str, model_info: dict, device: str, augment) -> dict:
     """Return the store attributes saying what was segmented, how and with which model."""
     views = DEFAULT_AUGMENT if augment is None else int(augment)
@@ -137,9 +143,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if output.resolve() in (source.resolve(), *source.resolve().parents):
         raise CommandError(f"'{output}' holds the input {args.input}; write to another path")
     if args.threshold is None:
-        from ..segmentation import DEFAULT_THRESHOLD
-
-        args.threshold = DEFAULT_THRESHOLD
+        args.threshold = _default_threshold()
     if not math.isfinite(args.threshold):
         raise CommandError(f"--threshold must be a number; got {args.threshold}")
     if args.synapses:
@@ -318,7 +322,7 @@ def add_parser(sub) -> None:
         type=float,
         default=None,
         help="merge-score threshold of the written segmentation "
-        "(default: napari_connectome.segmentation.DEFAULT_THRESHOLD)",
+        f"(default {_default_threshold():g})",
     )
     segment.add_argument(
         "--augment",

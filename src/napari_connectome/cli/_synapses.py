@@ -137,7 +137,7 @@ def run_synapse_detection(args, store_path, raw, voxel_size, report) -> str:
     from ..io import read_segmentation_store
     from ..io.synapse_store import write_synapse_store
     from ..models import ModelFileError
-    from ..synapse_detection import detect_volume
+    from ..synapse_detection import detect_volume, synapse_count
 
     check_synapse_arguments(args)
     try:
@@ -177,7 +177,7 @@ def run_synapse_detection(args, store_path, raw, voxel_size, report) -> str:
         return no_synapses_message(result) + " (an empty synapse table was written)"
     edges = connectome_edges(result.table)
     return (
-        f"{len(result)} synapses, {len(result.table.pairs)} pre->post pairs, "
+        f"{synapse_count(len(result))}, {len(result.table.pairs)} pre->post pairs, "
         f"{len(edges)} connectome edges"
     )
 
