@@ -70,6 +70,7 @@ def edges_of(dock):
 def test_detects_shows_layers_table_and_matrix(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     dock = make_dock(viewer, *scene(), translate=(0.0, 100.0, 200.0))
+    raw_shape = scene()[0].shape
     assert dock.voxel_size.value == "40, 4, 4"
     status = run(dock, qtbot)
     assert status.startswith("Done: 2 synapses"), status
@@ -119,6 +120,13 @@ def test_detects_shows_layers_table_and_matrix(make_napari_viewer, qtbot, tmp_pa
     run(dock, qtbot)
     names = [layer.name for layer in viewer.layers]
     assert names.count("EM synapses") == 1 and names.count("EM synapse partners") == 1
+    # the objects, every section they span, under the points, on the image's grid
+    objects = viewer.layers["EM synapse objects"]
+    assert names.count("EM synapse objects") == 1
+    assert names.index("EM synapse objects") < names.index("EM synapses")
+    assert objects.data.shape == raw_shape and set(np.unique(objects.data)) == {0, 1, 2}
+    assert tuple(objects.translate) == (0.0, 100.0, 200.0) and tuple(objects.scale) == VS
+    assert set(np.flatnonzero(np.any(objects.data == 1, axis=(1, 2)))) == {1, 2}  # 2 sections
 
 
 def test_threshold_filters_everything(make_napari_viewer, qtbot):
@@ -133,10 +141,14 @@ def test_threshold_filters_everything(make_napari_viewer, qtbot):
     assert dock.table.rowCount() == kept == sum(edges_of(dock).values())
     dock.threshold.value = 1.0
     assert len(viewer.layers["EM synapses"].data) == 0
+    hidden = viewer.layers["EM synapse objects"].colormap.map(np.array([1, 2]))
+    assert np.all(hidden[:, 3] == 0)  # the objects under the threshold are transparent
     assert dock.table.rowCount() == 0 and edges_of(dock) == {}
     assert dock.matrix.rowCount() == 0
     dock.threshold.value = 0.0
     assert dock.table.rowCount() == 2
+    shown = viewer.layers["EM synapse objects"].colormap.map(np.array([1, 2]))
+    assert np.all(shown[:, 3] > 0)
 
 
 def test_sorting_and_clicking_a_row_jumps_there(make_napari_viewer, qtbot):
@@ -183,6 +195,15 @@ def test_bad_input_gives_clear_messages(make_napari_viewer, qtbot, monkeypatch, 
     assert dock.result is None and "EM synapses" not in viewer.layers
 
 
+def test_a_segmentation_without_neurons_is_pointed_out(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    raw, seg = scene()
+    dock = make_dock(viewer, raw, np.zeros_like(seg))
+    status = run(dock, qtbot)
+    assert status.startswith("Done: 2 synapses") and "No connections" in status
+    assert not len(dock.edges)
+
+
 def test_no_synapses_found(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     raw, seg = scene()
@@ -225,6 +246,8 @@ def test_one_section_scope(make_napari_viewer, qtbot):
     dock.min_size.value = 1e5  # one section of a synapse counts as 40 nm thick: 153 600 nm^3
     assert run(dock, qtbot).startswith("Done: 2 synapses")
     assert np.all(viewer.layers["EM synapses"].data[:, 0] == 2)
+    objects = viewer.layers["EM synapse objects"]  # the one section, in its place
+    assert objects.data.shape == (1, 128, 96) and objects.translate[0] == 2 * VS[0]
     assert edges_of(dock) == {(1, 2): 1, (1, 3): 1}
 
 

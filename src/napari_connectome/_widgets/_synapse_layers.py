@@ -1,4 +1,8 @@
-"""The Synapses dock's layers: synapse points and pre -> post arrows, replaced on re-run."""
+"""The Synapses dock's layers, replaced on re-run.
+
+Synapse objects (a labels layer: every section a synapse spans), synapse points
+and pre -> post arrows, coloured by confidence and filtered by the dock's threshold.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +49,32 @@ class SynapseLayers:
             "translate": tuple(image.translate),
             "metadata": {"source": SOURCE, "voxel_size_nm": tuple(self._ctx["voxel_size"])},
         }
+
+    def _show_objects(self, conf, keep) -> None:
+        """Show the synapse objects, coloured as the points; those under the threshold hide."""
+        from napari.utils.colormaps import DirectLabelColormap, ensure_colormap
+
+        ctx, det = self._ctx, self.result.detections
+        region, image = ctx["region"], ctx["image"]
+        labels = det.labels[None] if det.labels.ndim < len(region.start) else det.labels
+        colors = {None: "transparent", 0: "transparent"}
+        rgba = ensure_colormap("viridis").map(np.asarray(conf, float)[keep])
+        colors.update({int(i): tuple(c) for i, c in zip(det.ids[keep], rgba, strict=True)})
+        colormap = DirectLabelColormap(color_dict=colors)
+        name = f"{image.name} synapse objects"
+        layer = self._made.get(name)
+        shown = getattr(layer, "data", None)
+        same = shown is det.labels or getattr(shown, "base", None) is det.labels
+        if same and layer in self._viewer.layers:
+            layer.colormap = colormap  # a new threshold: only the colours change
+            return
+        place = self._place()
+        place["translate"] = tuple(
+            np.asarray(image.translate, float)
+            + np.asarray(region.start, float) * np.asarray(image.scale, float)
+        )
+        layer = self._put(name, labels, {**place, "opacity": 0.5}, "labels")
+        layer.colormap = colormap
 
     def _show_points(self, ids, conf, keep) -> None:
         ctx = self._ctx

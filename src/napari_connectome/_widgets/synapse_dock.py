@@ -370,9 +370,15 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
             if self.link is not None
             else ""
         )
+        lonely = (
+            " No connections: no synapse lies between two segmented neurons (is the "
+            "segmentation empty, or one segment?)."
+            if not len(result.table.pairs)
+            else ""
+        )
         self.controls.status.value = (
             f"Done: {synapse_count(len(result))} in {ctx['where']} of '{ctx['image'].name}'; "
-            f"partners from '{labels.name}'{follow}."
+            f"partners from '{labels.name}'{follow}.{lonely}"
         )
 
     def _table(self):
@@ -397,6 +403,7 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
         ids, conf = np.asarray(det.ids), np.asarray(det.confidence)
         keep = conf >= threshold
         if points or len(self._pixels) != len(ids):
+            self._show_objects(conf, keep)  # below the points
             self._show_points(ids, conf, keep)
         self._show_table(ids, conf, keep, threshold)  # the table and connectome first
         if not arrows_later:

@@ -246,7 +246,10 @@ class _Run:
             plane = np.asarray(self.volume[plan.key(index)])
         if plane.dtype.kind == "f" and not np.isfinite(plane).all():
             where = f"plane {index} ({plan.name})" if self.ndim == 3 else "the image"
-            raise ValueError(f"the volume contains NaN or infinite values ({where})")
+            raise ValueError(
+                f"the volume contains NaN or infinite values ({where}): fill them (e.g. "
+                "with the mean grey value) or crop them away first"
+            )
         if plane.size:
             self.low = min(self.low, float(plane.min()))
             self.high = max(self.high, float(plane.max()))

@@ -120,10 +120,16 @@ def check_volume(volume: Any) -> Any:
         raise ValueError(f"expected a numeric volume, got dtype {volume.dtype}")
     if isinstance(volume, np.ndarray) and not isinstance(volume, np.memmap):
         if kind == "f" and not np.isfinite(volume).all():
-            raise ValueError("the volume contains NaN or infinite values")
+            raise ValueError(
+                "the volume contains NaN or infinite values: fill them (e.g. with the "
+                "mean grey value) or crop them away first"
+            )
         low, high = volume.min(), volume.max()
         if low == high:
-            raise ValueError(f"the volume is constant (all voxels = {low}); nothing to segment")
+            raise ValueError(
+                f"the volume is constant (all voxels = {low}): it holds no EM to read; "
+                "check the layer or file"
+            )
     return volume
 
 
