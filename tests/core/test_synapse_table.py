@@ -37,6 +37,29 @@ def test_a_neighbour_that_does_not_face_the_presynaptic_segment_is_no_partner(po
     assert sorted(near.pairs[:, 1].tolist()) == [3, 5]
 
 
+def test_a_tie_at_the_postsynaptic_cut_does_not_depend_on_rounding():
+    # segment 1 presynaptic; 2 holds contact weight 0.01 + 0.01 + 0.06, 3 four times
+    # that: exactly the share 0.25, though the first sum rounds to 0.07999999999999999
+    contact = np.r_[0.01, 0.01, 0.06, 0.24, 0.04, 0.04, np.zeros(4)]
+    pre = np.r_[np.zeros(6), np.ones(4)]
+    coords = np.arange(10)[:, None] * np.array([0, 0, 1])
+    probes = PartnerProbes(np.zeros(10, np.int64), coords, contact, pre)
+    sums = np.add.reduceat(contact[:6], [0, 3])  # how the table sums each segment's weight
+    assert sums[0] < 0.25 * sums[1]
+    table = SynapseTable(
+        ids=np.array([1], np.uint32),
+        positions=np.zeros((1, 3)),
+        confidence=np.array([0.9]),
+        volumes_nm3=np.array([1.0]),
+        probes=probes,
+        probe_fragments=np.r_[[2] * 3, [3] * 3, [1] * 4].astype(np.uint64),
+        post_fraction=0.25,
+        min_contacts=0.05,
+    )
+    table.derive()
+    assert table.pre.tolist() == [1] and sorted(table.pairs[:, 1].tolist()) == [2, 3]
+
+
 def test_a_synapse_that_nothing_faces_keeps_the_contact_rule():
     # segment 1 presynaptic (zone probes), 2 and 3 in contact, every facing probe in 4
     coords = np.arange(30)[:, None] * np.array([0, 0, 1])

@@ -290,19 +290,24 @@ class SynapseTable:
         with np.errstate(invalid="ignore", divide="ignore"):
             share = np.where(total_pre[g_syn] > 0, g_pre / total_pre[g_syn], 0.0)
         pre_conf[g_syn[is_pre]] = share[is_pre]
+        # a relative tolerance at the cuts: sums of the same weights in another order
+        # (fragments grouped before or after their segments) must not flip a tie
+        slack = 1.0 - 1e-9
         if facing[0].size:  # only the contact weight that faces the presynaptic segment,
             # unless no segment faces it enough (the presynaptic map gave no usable
             # direction there): then every contact counts, as without facing probes
             faced = self._facing_weight(facing, pre, g_syn, g_seg)
             best_faced = np.zeros(n)
             np.maximum.at(best_faced, g_syn[~is_pre], faced[~is_pre])
-            g_con = np.where(best_faced[g_syn] >= self.min_contacts, faced, g_con)
+            g_con = np.where(best_faced[g_syn] >= self.min_contacts * slack, faced, g_con)
         # postsynaptic: other groups with enough postsynaptic weight
         cand = ~is_pre
         best_con = np.zeros(n)
         np.maximum.at(best_con, g_syn[cand], g_con[cand])
         post = (
-            cand & (g_con >= self.min_contacts) & (g_con >= self.post_fraction * best_con[g_syn])
+            cand
+            & (g_con >= self.min_contacts * slack)
+            & (g_con >= self.post_fraction * best_con[g_syn] * slack)
         )
         rows = g_syn[post]
         self.pre, self.pre_confidence = pre, pre_conf
