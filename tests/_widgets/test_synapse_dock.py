@@ -388,6 +388,10 @@ def test_choosing_another_segmentation_after_the_run_reads_and_follows_it(
     dock.segmentation.value = viewer.layers["other"]
     assert "still from 'EM segmentation'" in dock.controls.status.value
     assert edges_of(dock) == {(1, 2): 1, (1, 3): 1}
+    assert dock.segmentation.value is viewer.layers["EM segmentation"]  # the box follows
+    # the dock's own synapse objects are never offered as a segmentation
+    choices = [layer.name for layer in dock.segmentation.choices if layer is not None]
+    assert "EM synapse objects" not in choices and "EM segmentation" in choices
 
     dock.segmentation.value = proofread.layer
     assert "following its proofreading session" in dock.controls.status.value
@@ -398,6 +402,13 @@ def test_choosing_another_segmentation_after_the_run_reads_and_follows_it(
     proofread.click((2, 20, 80))
     proofread.click((2, 110, 80))
     assert edges_of(dock) == {(left, state.segment_at((2, 20, 80))): 2}
+    merged = edges_of(dock)
+    # removing a layer moves the box, but the partners stay until the user chooses
+    viewer.layers.remove(viewer.layers["EM segmentation"])
+    viewer.layers.remove(viewer.layers["other"])
+    assert edges_of(dock) == merged
+    viewer.layers.remove(proofread.layer)
+    assert "was removed" in dock.controls.status.value and edges_of(dock) == merged
 
 
 def test_cancel_drops_the_run(make_napari_viewer, qtbot):

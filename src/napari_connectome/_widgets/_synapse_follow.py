@@ -34,8 +34,9 @@ class FollowSegmentation:
     """Mixin of the Synapses dock: partners follow the segmentation layer and its session.
 
     The dock provides ``_viewer``, ``_ctx`` (the run's image, labels, region,
-    offset), ``_watched`` (a list), ``_table()``, ``link``, ``refresh`` and
-    ``controls.status``.
+    offset), ``_watched`` (a list), ``_choosing`` (True while the dock sets its
+    own segmentation box), ``segmentation``, ``_table()``, ``link``, ``refresh``
+    and ``controls.status``.
     """
 
     def _watch(self, labels) -> None:
@@ -51,7 +52,7 @@ class FollowSegmentation:
         the partners stay with the run's layer and the status says why.
         """
         old = self._ctx.get("labels") if self._table() is not None else None
-        if old is None or layer is None or layer is old:
+        if self._choosing or old is None or layer is None or layer is old:
             return
         image, region = self._ctx["image"], self._ctx["region"]
         try:
@@ -60,6 +61,12 @@ class FollowSegmentation:
             if covered_region(region, shape, offset, level0(layer).shape) != region:
                 raise ValueError(f"'{layer.name}' does not cover the whole region of the run")
         except ValueError as error:
+            if old in self._viewer.layers:  # the box shows the layer still in use
+                self._choosing = True
+                try:
+                    self.segmentation.value = old
+                finally:
+                    self._choosing = False
             self.controls.status.value = (
                 f"Error: {error}; partners are still from '{old.name}' (run again to use it)"
             )

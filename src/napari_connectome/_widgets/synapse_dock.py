@@ -52,7 +52,7 @@ from ._scope import (
     voxel_size_text,
 )
 from ._synapse_follow import FollowSegmentation
-from ._synapse_layers import SynapseLayers
+from ._synapse_layers import SOURCE, SynapseLayers
 from ._synapse_tables import ConnectivityMatrix, SynapseTableWidget
 from ._synapse_view import (
     ProofreadLink,
@@ -206,6 +206,7 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
         self._arrow_cache = None
         self._arrows_due = False
         self._made: dict = {}  # name -> layer this dock made (replaced on re-run)
+        self._choosing = False  # True while the dock itself sets the segmentation box
         self.controls.run_button.changed.connect(self.run)
         self.image.changed.connect(self._on_image)
         self.segmentation.changed.connect(self._on_segmentation_choice)
@@ -230,17 +231,35 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
         return [(layer.name, layer) for layer in self._layers("image")]
 
     def _labels_choices(self, _widget=None) -> list:
-        return [(layer.name, layer) for layer in self._layers("labels")]
+        return [(layer.name, layer) for layer in self._segmentations()]
+
+    def _segmentations(self) -> list:
+        """Labels layers that can be a segmentation (not this dock's synapse objects)."""
+        return [
+            layer
+            for layer in self._layers("labels")
+            if getattr(layer, "metadata", {}).get("source") != SOURCE
+        ]
 
     def _on_layers_changed(self, _event=None) -> None:
-        self.reset_choices()
-        images, labels = self._layers("image"), self._layers("labels")
-        if self.image.value is None and images:
-            self.image.value = images[-1]
-        if self.segmentation.value is None and labels:
-            self.segmentation.value = labels[-1]
+        self._choosing = True  # a box that changes with the layer list re-links nothing
+        try:
+            self.reset_choices()
+            images, labels = self._layers("image"), self._segmentations()
+            if self.image.value is None and images:
+                self.image.value = images[-1]
+            if self.segmentation.value is None and labels:
+                self.segmentation.value = labels[-1]
+        finally:
+            self._choosing = False
         if not self.voxel_size.value:
             self._on_image()
+        used = self._ctx.get("labels") if self._table() is not None else None
+        if used is not None and used not in self._viewer.layers:
+            self.controls.status.value = (
+                f"The segmentation '{used.name}' was removed: the partners stay as they "
+                "were; choose a segmentation to read them from it."
+            )
 
     def _on_image(self, _value=None) -> None:
         """Show the chosen image's voxel size (its scale, or its metadata)."""
@@ -486,8 +505,8 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
         ----------
         path : path-like, optional
             ``NAME.csv``; the ``save as`` field by default. Writes
-            ``NAME_synapses.csv`` (``id,z,y,x,pre,post,confidence``, nm from the
-            image's first voxel) and ``NAME_connectome.csv`` (``pre,post,count``).
+            ``NAME_synapses.csv`` (``id,z,y,x,pre,post,confidence,partner_confidence``,
+            nm from the image's first voxel) and ``NAME_connectome.csv`` (``pre,post,count``).
 
         Returns
         -------

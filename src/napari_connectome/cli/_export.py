@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..core.connectome import SYNAPSE_COLUMNS
 from ._common import CommandError, ProgressLine
 
 
@@ -166,7 +167,8 @@ def add_parser(sub) -> None:
             ".tif/.tiff, .h5/.hdf5. --connectome and --synapse-table write the synapses "
             "found by 'segment --synapses' as CSV, with partners from the proofread "
             "segmentation: edges pre,post,count and one row per synapse and postsynaptic "
-            "partner id,z,y,x,pre,post,confidence (nm)."
+            f"partner {','.join(SYNAPSE_COLUMNS)} (nm; confidence: the detection's, "
+            "partner_confidence: the pair's)."
         ),
     )
     p.add_argument("store", help="the segmentation store (OUTPUT.zarr)")
@@ -177,7 +179,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--synapse-table",
         metavar="SYNAPSES.csv",
-        help="write the synapse table as id,z,y,x,pre,post,confidence (nm)",
+        help=f"write the synapse table as {','.join(SYNAPSE_COLUMNS)} (nm)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=run)

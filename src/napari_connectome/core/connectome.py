@@ -11,7 +11,8 @@ CSV files (plain ``csv`` module; read them with ``pandas.read_csv`` or
 after skipping the header):
 
 - edges: ``pre,post,count``;
-- synapses: ``id,z,y,x,pre,post,confidence``, positions in nm, one row per
+- synapses: ``id,z,y,x,pre,post,confidence,partner_confidence``, positions in
+  nm, the synapse's detection confidence and the pair's, one row per
   (synapse, postsynaptic partner): a synapse with three postsynaptic partners
   has three rows sharing its id; one without any has one row with ``post = 0``.
 """
