@@ -15,6 +15,8 @@ Three ways the segmentation changes under a synapse table:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from ._scope import level0, unwrap_proxy
@@ -34,10 +36,18 @@ class FollowSegmentation:
     """Mixin of the Synapses dock: partners follow the segmentation layer and its session.
 
     The dock provides ``_viewer``, ``_ctx`` (the run's image, labels, region,
-    offset), ``_watched`` (a list), ``_choosing`` (True while the dock sets its
-    own segmentation box), ``segmentation``, ``_table()``, ``link``, ``refresh``
-    and ``controls.status``.
+    offset), ``_watched`` (a list), ``_choosing`` (set by :meth:`_setting_box`),
+    ``segmentation``, ``_table()``, ``link``, ``refresh`` and ``controls.status``.
     """
+
+    @contextmanager
+    def _setting_box(self):
+        """While the dock itself sets its boxes, a segmentation change re-links nothing."""
+        self._choosing = True
+        try:
+            yield
+        finally:
+            self._choosing = False
 
     def _watch(self, labels) -> None:
         """Re-derive partners whenever ``labels`` gets new data (connected once)."""
@@ -62,11 +72,8 @@ class FollowSegmentation:
                 raise ValueError(f"'{layer.name}' does not cover the whole region of the run")
         except ValueError as error:
             if old in self._viewer.layers:  # the box shows the layer still in use
-                self._choosing = True
-                try:
+                with self._setting_box():
                     self.segmentation.value = old
-                finally:
-                    self._choosing = False
             self.controls.status.value = (
                 f"Error: {error}; partners are still from '{old.name}' (run again to use it)"
             )

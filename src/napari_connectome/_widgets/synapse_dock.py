@@ -206,7 +206,7 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
         self._arrow_cache = None
         self._arrows_due = False
         self._made: dict = {}  # name -> layer this dock made (replaced on re-run)
-        self._choosing = False  # True while the dock itself sets the segmentation box
+        self._choosing = False  # True while the dock itself sets its boxes (_setting_box)
         self.controls.run_button.changed.connect(self.run)
         self.image.changed.connect(self._on_image)
         self.segmentation.changed.connect(self._on_segmentation_choice)
@@ -242,16 +242,13 @@ class SynapseDock(FollowSegmentation, SynapseLayers, Container):
         ]
 
     def _on_layers_changed(self, _event=None) -> None:
-        self._choosing = True  # a box that changes with the layer list re-links nothing
-        try:
+        with self._setting_box():  # a box that changes with the layer list re-links nothing
             self.reset_choices()
             images, labels = self._layers("image"), self._segmentations()
             if self.image.value is None and images:
                 self.image.value = images[-1]
             if self.segmentation.value is None and labels:
                 self.segmentation.value = labels[-1]
-        finally:
-            self._choosing = False
         if not self.voxel_size.value:
             self._on_image()
         used = self._ctx.get("labels") if self._table() is not None else None
