@@ -99,6 +99,17 @@ def test_segmentation_of_another_shape_is_refused():
         detect_volume(raw, VS, segmentation=seg[..., :95], model=MODEL, device="cpu")
 
 
+def test_a_2d_section_thickness_is_recorded_and_checked():
+    raw, _ = scene()
+    result = detect_volume(raw[1], VS[1:], model=MODEL, device="cpu", min_size_nm3=0)
+    assert result.settings["section_nm"] == 50.0  # the default: one 50 nm section
+    thin = detect_volume(raw[1], VS[1:], model=MODEL, device="cpu", section_nm=40.0)
+    assert thin.settings["section_nm"] == 40.0
+    with pytest.raises(ValueError, match="section_nm must be a positive number"):
+        detect_volume(raw[1], VS[1:], model=MODEL, device="cpu", section_nm=0.0)
+    assert "section_nm" not in detect_volume(raw, VS, model=MODEL, device="cpu").settings
+
+
 def test_no_synapses_found_is_explained():
     raw = np.full((2, 64, 64), 128, np.uint8)
     raw[:, :32] = 150

@@ -253,7 +253,10 @@ def detect_volume(
         ("peak_threshold", peak_threshold),
         ("min_size_nm3", min_size_nm3),
         ("nms_distance_nm", nms_distance_nm),
-        ("section_nm", (section_nm or SECTION_NM) if len(shape) == 2 else None),
+        (
+            "section_nm",
+            (SECTION_NM if section_nm is None else section_nm) if len(shape) == 2 else None,
+        ),
     ):
         if value is not None:
             settings[key] = float(value)
