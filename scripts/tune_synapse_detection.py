@@ -22,8 +22,7 @@ setting, it compares the partner settings of
 training phantoms (and the least postsynaptic weight ``min_contacts`` and the
 facing distances ``facing_nm``, none meaning every contact counts). It prints the
 tables and the values to put in ``SYNAPSE_AUGMENT``, ``DETECTION_DEFAULTS``,
-``PRE_POWER``, ``REACH_NM``,
-``POST_FRACTION``, ``MIN_CONTACTS`` and ``FACING_NM``.
+``PRE_POWER``, ``REACH_NM``, ``POST_FRACTION``, ``MIN_CONTACTS`` and ``FACING_NM``.
 
 The sweep scores the components of each threshold once and then filters them
 (suppression folds the centres of the weaker into the stronger, weighted by their
