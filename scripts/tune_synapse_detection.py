@@ -178,6 +178,112 @@ def sweep(sets) -> tuple[list, dict]:
     return groups, scores
 
 
+def auc(positive, negative) -> float:
+    """Probability that a positive value exceeds a negative one (ties count half)."""
+    pos, neg = np.asarray(positive, float), np.asarray(negative, float)
+    if not pos.size or not neg.size:
+        return float("nan")
+    greater = (pos[:, None] > neg[None]).mean()
+    return float(greater + 0.5 * (pos[:, None] == neg[None]).mean())
+
+
+def partner_errors(table, phantom, voxel) -> dict:
+    """Count how the partners of one phantom's matched synapses go wrong.
+
+    Returns the counts of matched synapses, right presynaptic neurons, right
+    postsynaptic sets among those, sets with extra partners only, with missing partners
+    only, and the sets that would be right if the rule kept the right *number* of the
+    heaviest candidates (see :meth:`SynapseTable.candidate_weights`).
+    """
+    from napari_connectome.core.synapse_metrics import match_synapses
+
+    truth = phantom.synapse_table
+    ids = np.unique(truth["id"])
+    first = np.searchsorted(truth["id"], ids)
+    truth_nm = np.stack([truth[a][first] * voxel[i] for i, a in enumerate("zyx")], axis=1)
+    candidates = table.candidate_weights()
+    counts = dict.fromkeys(("matched", "pre", "post", "extra", "missing", "right_number"), 0)
+    for i, j in match_synapses(table.positions, truth_nm):
+        rows = truth[truth["id"] == ids[j]]
+        true_post = {int(q) for q in rows["post"]}
+        found_post = {int(q) for q in table.pairs[table.pairs[:, 0] == i, 1]}
+        mine = candidates[candidates["synapse"] == i]
+        heaviest = mine["segment"][np.argsort(-mine["weight"], kind="stable")]
+        counts["matched"] += 1
+        if int(table.pre[i]) != int(rows["pre"][0]):
+            continue
+        counts["pre"] += 1
+        counts["post"] += found_post == true_post
+        counts["extra"] += found_post > true_post
+        counts["missing"] += found_post < true_post
+        counts["right_number"] += {int(q) for q in heaviest[: len(true_post)]} == true_post
+    return counts
+
+
+def psd_visibility(phantom, synapse, voxel) -> tuple[float, float]:
+    """How well the image and the model tell postsynaptic neurons from bystanders.
+
+    With the phantom's true geometry: for each synapse and each neuron touching its
+    presynaptic one (within 12 nm), the image darkness 12-28 nm from the presynaptic
+    neuron (where the postsynaptic density lies) and the mean synapse probability
+    within 28 nm; returns the AUC of each, postsynaptic neurons against the others.
+    """
+    vs = np.asarray(voxel, float)
+    sampling = np.where(vs <= 2.0 * vs.min(), vs, 1e6)  # serial sections: in-plane
+    raw, neurons, truth = phantom.raw.astype(np.float32), phantom.neurons, phantom.synapses
+    margin = np.ceil(40.0 / vs).astype(int)
+    table = phantom.synapse_table
+    values: dict = {True: [], False: []}
+    for sid, box in enumerate(ndi.find_objects(truth), start=1):
+        rows = table[table["id"] == sid]
+        if box is None or not len(rows):
+            continue
+        grown = tuple(
+            slice(max(0, b.start - m), min(n, b.stop + m))
+            for b, m, n in zip(box, margin, truth.shape, strict=True)
+        )
+        lab, img, prob = neurons[grown], raw[grown], synapse[grown]
+        pre = rows["pre"][0]
+        dist = ndi.distance_transform_edt(lab != pre, sampling=sampling)
+        far = (dist > 40.0) & (lab != pre)
+        cytoplasm = img[far].mean() if far.any() else img.mean()
+        for other in np.unique(lab[(dist > 0) & (dist <= 12.0)]):
+            band = (lab == other) & (dist >= 12.0) & (dist <= 28.0)
+            if other in (0, pre) or band.sum() < 20:
+                continue
+            near = (lab == other) & (dist <= 28.0)
+            values[bool(np.isin(other, rows["post"]))].append(
+                (cytoplasm - img[band].mean(), prob[near].mean())
+            )
+    pos, neg = np.array(values[True]).reshape(-1, 2), np.array(values[False]).reshape(-1, 2)
+    return auc(pos[:, 0], neg[:, 0]), auc(pos[:, 1], neg[:, 1])
+
+
+def print_partner_limits(tables, phantoms) -> None:
+    """Print where the chosen partner setting fails, and the image's evidence."""
+    total = dict.fromkeys(("matched", "pre", "post", "extra", "missing", "right_number"), 0)
+    print("\nwhere the chosen partner setting fails (training phantoms):")
+    print("| phantom | image darkness AUC | model synapse AUC |")
+    print("|---|---:|---:|")
+    for table, s in zip(tables, phantoms, strict=True):
+        for key, value in partner_errors(table, s["phantom"], s["voxel"]).items():
+            total[key] += value
+        image, model = psd_visibility(s["phantom"], s["maps"].synapse, s["voxel"])
+        print(f"| {s['name']} | {image:.3f} | {model:.3f} |")
+    n = max(total["matched"], 1)
+    wrong = total["pre"] - total["post"]
+    print(
+        f"(postsynaptic neurons against other neighbours of the presynaptic one, true "
+        f"geometry)\nmatched {total['matched']}: presynaptic right {total['pre'] / n:.3f}; "
+        f"of those, postsynaptic set right {total['post'] / max(total['pre'], 1):.3f} "
+        f"(wrong: {total['extra']} with extra partners only, {total['missing']} with "
+        f"missing only, {wrong - total['extra'] - total['missing']} both);\n"
+        f"exactly right {total['post'] / n:.3f}; with the right number of the heaviest "
+        f"candidates {total['right_number'] / n:.3f}; with every postsynaptic set right "
+        f"{total['pre'] / n:.3f}"
+    )
+
+
 def main() -> None:
     """Print the sweep, the chosen setting and the partner comparison."""
     from napari_connectome.core.synapse_metrics import (
@@ -257,6 +363,21 @@ def main() -> None:
     )
     print("|---:|---:|---:|---:|---|---:|---:|")
     phantoms = [s for s in sets if s["kind"] == "phantom"]
+
+    def partners(s, setting):
+        power, fraction, reach, least, facing = setting
+        return assign_partners(
+            s["found"],
+            s["phantom"].neurons,
+            s["maps"].presynaptic,
+            s["maps"].postsynaptic,
+            pre_power=power,
+            post_fraction=fraction,
+            reach_nm=reach,
+            min_contacts=least,
+            facing_nm=facing,
+        )
+
     results = {}
     for setting in itertools.product(
         PRE_POWERS, POST_FRACTIONS, REACHES_NM, MIN_POST_WEIGHTS, FACINGS_NM
@@ -264,18 +385,7 @@ def main() -> None:
         power, fraction, reach, least, facing = setting
         pooled = pooled_partner_accuracy(
             partner_accuracy(
-                assign_partners(
-                    s["found"],
-                    s["phantom"].neurons,
-                    s["maps"].presynaptic,
-                    s["maps"].postsynaptic,
-                    pre_power=power,
-                    post_fraction=fraction,
-                    reach_nm=reach,
-                    min_contacts=least,
-                    facing_nm=facing,
-                ),
-                truth_partner_rows(s["phantom"].synapse_table, s["voxel"]),
+                partners(s, setting), truth_partner_rows(s["phantom"].synapse_table, s["voxel"])
             )
             for s in phantoms
         )
@@ -292,6 +402,7 @@ def main() -> None:
         f"reach_nm={reach:g}, min_contacts={least:g}, facing_nm={facing} "
         f"({results[best]['matched']} TP)"
     )
+    print_partner_limits([partners(s, best) for s in phantoms], phantoms)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,21 @@ from napari_connectome.core.synapses import (
 VS = (40.0, 4.0, 4.0)
 
 
+def _one_synapse_table(probes, fragments, **options):
+    """A derived table of one synapse whose probes read ``fragments``."""
+    table = SynapseTable(
+        ids=np.array([1], np.uint32),
+        positions=np.zeros((1, 3)),
+        confidence=np.array([0.9]),
+        volumes_nm3=np.array([1.0]),
+        probes=probes,
+        probe_fragments=np.asarray(fragments, np.uint64),
+        **options,
+    )
+    table.derive()
+    return table
+
+
 def test_a_neighbour_that_does_not_face_the_presynaptic_segment_is_no_partner(polyadic_scene):
     seg, prob, pre = polyadic_scene()
     seg[:, :30, 38:50] = 5  # behind post 2 (x 30-37), away from the cleft
@@ -46,18 +61,24 @@ def test_a_tie_at_the_postsynaptic_cut_does_not_depend_on_rounding():
     probes = PartnerProbes(np.zeros(10, np.int64), coords, contact, pre)
     sums = np.add.reduceat(contact[:6], [0, 3])  # how the table sums each segment's weight
     assert sums[0] < 0.25 * sums[1]
-    table = SynapseTable(
-        ids=np.array([1], np.uint32),
-        positions=np.zeros((1, 3)),
-        confidence=np.array([0.9]),
-        volumes_nm3=np.array([1.0]),
-        probes=probes,
-        probe_fragments=np.r_[[2] * 3, [3] * 3, [1] * 4].astype(np.uint64),
-        post_fraction=0.25,
-        min_contacts=0.05,
-    )
-    table.derive()
+    fragments = np.r_[[2] * 3, [3] * 3, [1] * 4]
+    table = _one_synapse_table(probes, fragments, post_fraction=0.25, min_contacts=0.05)
     assert table.pre.tolist() == [1] and sorted(table.pairs[:, 1].tolist()) == [2, 3]
+
+
+def test_candidate_weights_are_the_weights_the_postsynaptic_cut_compares():
+    # segment 1 presynaptic; 2, 3 and 4 hold contact weights 4, 2 and 0.5
+    contact = np.r_[np.ones(4), np.ones(2), 0.5, np.zeros(3)]
+    coords = np.arange(10)[:, None] * np.array([0, 0, 1])
+    probes = PartnerProbes(np.zeros(10, np.int64), coords, contact, np.r_[np.zeros(7), 1, 1, 1])
+    fragments = np.r_[[2] * 4, [3] * 2, 4, [1] * 3]
+    table = _one_synapse_table(probes, fragments, post_fraction=0.25, min_contacts=1.0)
+    weights = table.candidate_weights()
+    assert weights["segment"].tolist() == [2, 3, 4]  # every segment but the presynaptic
+    assert weights["weight"].tolist() == [4.0, 2.0, 0.5]
+    assert weights["synapse"].tolist() == [0, 0, 0]
+    # the cut keeps those at or above max(min_contacts, post_fraction * best)
+    assert sorted(table.pairs[:, 1].tolist()) == [2, 3]
 
 
 def test_a_synapse_that_nothing_faces_keeps_the_contact_rule():

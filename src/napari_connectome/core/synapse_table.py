@@ -22,7 +22,7 @@ from .synapse_probes import PartnerProbes, probes_in_box
 if TYPE_CHECKING:
     from .synapses import SynapseDetections
 
-__all__ = ["MIN_CONTACTS", "POST_FRACTION", "SYNAPSE_ROW_DTYPE", "SynapseTable"]
+__all__ = ["CANDIDATE_DTYPE", "MIN_CONTACTS", "POST_FRACTION", "SYNAPSE_ROW_DTYPE", "SynapseTable"]
 
 #: One row of the synapse table (:meth:`SynapseTable.rows`): a synapse and one of its
 #: postsynaptic partners, positions in nm.
@@ -44,6 +44,13 @@ SYNAPSE_ROW_DTYPE = np.dtype(
 #: least this share of the largest non-presynaptic postsynaptic weight, and this much.
 POST_FRACTION = 0.25
 MIN_CONTACTS = 3
+
+#: One row of :meth:`SynapseTable.candidate_weights`.
+CANDIDATE_DTYPE = np.dtype([("synapse", np.int64), ("segment", np.uint64), ("weight", float)])
+
+# A relative tolerance at the cuts: sums of the same weights in another order
+# (fragments grouped before or after their segments) must not flip a tie.
+_SLACK = 1.0 - 1e-9
 
 
 @dataclass
@@ -267,6 +274,51 @@ class SynapseTable:
     def derive(self) -> None:
         """Compute ``pre``, ``pre_confidence``, ``pairs`` and ``pair_confidence``."""
         n = len(self)
+        g_syn, g_seg, g_con, is_pre = self._weights()
+        # postsynaptic: other groups with enough postsynaptic weight
+        cand = ~is_pre
+        best_con = np.zeros(n)
+        np.maximum.at(best_con, g_syn[cand], g_con[cand])
+        post = (
+            cand
+            & (g_con >= self.min_contacts * _SLACK)
+            & (g_con >= self.post_fraction * best_con[g_syn] * _SLACK)
+        )
+        rows = g_syn[post]
+        self.pairs = np.stack([rows.astype(np.uint64), g_seg[post]], axis=1).reshape(-1, 2)
+        strength = np.minimum(1.0, g_con[post] / np.maximum(best_con[rows], 1e-12))
+        self.pair_confidence = self.confidence[rows] * self.pre_confidence[rows] * strength
+
+    def candidate_weights(self) -> np.ndarray:
+        """Return the postsynaptic weight of every segment that could be a partner.
+
+        These are the weights the postsynaptic rule cuts (see ``post_fraction``), for
+        diagnosing it: one row per (synapse, segment other than its presynaptic one)
+        holding any probe, sorted by synapse row and segment id.
+
+        Returns
+        -------
+        numpy.ndarray
+            Structured array with fields ``synapse`` (0-based row), ``segment`` and
+            ``weight``.
+        """
+        g_syn, g_seg, g_con, is_pre = self._weights()
+        out = np.zeros(int((~is_pre).sum()), CANDIDATE_DTYPE)
+        out["synapse"], out["segment"], out["weight"] = (
+            g_syn[~is_pre],
+            g_seg[~is_pre],
+            g_con[~is_pre],
+        )
+        return out
+
+    def _weights(self) -> tuple:
+        """Sum the probe weights per (synapse, segment) and choose the presynaptic ones.
+
+        Sets ``pre`` and ``pre_confidence``; returns the groups' synapse rows, segments,
+        postsynaptic weights (facing weights where the synapse has enough of them) and
+        which group is its synapse's presynaptic one.
+        """
+        n = len(self)
         if self._groups is None or self._groups_of is not self.probe_fragments:
             self._regroup()
         (f_syn, f_frag, f_pre, f_con), facing = self._groups  # few rows per synapse
@@ -290,30 +342,15 @@ class SynapseTable:
         with np.errstate(invalid="ignore", divide="ignore"):
             share = np.where(total_pre[g_syn] > 0, g_pre / total_pre[g_syn], 0.0)
         pre_conf[g_syn[is_pre]] = share[is_pre]
-        # a relative tolerance at the cuts: sums of the same weights in another order
-        # (fragments grouped before or after their segments) must not flip a tie
-        slack = 1.0 - 1e-9
+        self.pre, self.pre_confidence = pre, pre_conf
         if facing[0].size:  # only the contact weight that faces the presynaptic segment,
             # unless no segment faces it enough (the presynaptic map gave no usable
             # direction there): then every contact counts, as without facing probes
             faced = self._facing_weight(facing, pre, g_syn, g_seg)
             best_faced = np.zeros(n)
             np.maximum.at(best_faced, g_syn[~is_pre], faced[~is_pre])
-            g_con = np.where(best_faced[g_syn] >= self.min_contacts * slack, faced, g_con)
-        # postsynaptic: other groups with enough postsynaptic weight
-        cand = ~is_pre
-        best_con = np.zeros(n)
-        np.maximum.at(best_con, g_syn[cand], g_con[cand])
-        post = (
-            cand
-            & (g_con >= self.min_contacts * slack)
-            & (g_con >= self.post_fraction * best_con[g_syn] * slack)
-        )
-        rows = g_syn[post]
-        self.pre, self.pre_confidence = pre, pre_conf
-        self.pairs = np.stack([rows.astype(np.uint64), g_seg[post]], axis=1).reshape(-1, 2)
-        strength = np.minimum(1.0, g_con[post] / np.maximum(best_con[rows], 1e-12))
-        self.pair_confidence = self.confidence[rows] * pre_conf[rows] * strength
+            g_con = np.where(best_faced[g_syn] >= self.min_contacts * _SLACK, faced, g_con)
+        return g_syn, g_seg, g_con, is_pre
 
     def rows(self) -> np.ndarray:
         """Return the table, one row per (synapse, postsynaptic partner).
