@@ -80,7 +80,7 @@ def test_neurons_rows_and_arrows():
     pre[1:3, 20:30, 22:30] = 0.9  # presynaptic side: x < 32
     seg = np.ones(prob.shape, np.uint32)
     seg[:, :, 32:] = 7
-    det = detect_synapses(prob, VS, min_size_nm3=0)
+    det = detect_synapses(prob, VS, min_size_nm3=0, peak_threshold=None)
     table = assign_partners(det, seg, pre)
     assert table.pre.tolist() == [1]
     region = Region((0, 100, 200), (4, 164, 264))

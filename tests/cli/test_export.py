@@ -91,7 +91,7 @@ def add_synapses(store, result):
     edge = a & ~np.roll(a, 1, axis=2)  # a's left border...
     cleft = edge | np.roll(edge, -1, axis=2) | np.roll(edge, -2, axis=2)  # ...and beyond it
     prob[1:3] = cleft[1:3] * 0.9
-    det = detect_synapses(prob, VOXEL, min_size_nm3=0, nms_distance_nm=0)
+    det = detect_synapses(prob, VOXEL, min_size_nm3=0, nms_distance_nm=0, peak_threshold=None)
     syn = assign_partners(det, result.fragments, a.astype(np.float32), table=table)
     write_synapse_store(store, det, syn)
     return syn

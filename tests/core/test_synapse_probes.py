@@ -12,7 +12,7 @@ def scene():
     prob[1, 30:50, 38:42] = 0.9
     pre = np.zeros(prob.shape, np.float32)
     pre[:, :, :38] = 0.7
-    return detect_synapses(prob, VS, min_size_nm3=0), pre
+    return detect_synapses(prob, VS, min_size_nm3=0, peak_threshold=None), pre
 
 
 def test_contact_and_zone_probes():
@@ -57,7 +57,7 @@ def test_squared_weights_prefer_a_confident_small_side():
     # lukewarm side wins); squared, 3.24 > 2.0 (the confident side wins).
     prob = np.zeros((1, 20, 20), np.float32)
     prob[0, 10, 10] = 0.9
-    det = detect_synapses(prob, (4.0, 4.0, 4.0), min_size_nm3=0)
+    det = detect_synapses(prob, (4.0, 4.0, 4.0), min_size_nm3=0, peak_threshold=None)
     pre = np.zeros(prob.shape, np.float32)
     pre[0, 9, 10] = pre[0, 10, 9] = pre[0, 11, 10] = pre[0, 10, 11] = 0.9  # confident
     seg = np.ones(prob.shape, np.uint32)

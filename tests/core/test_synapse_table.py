@@ -31,7 +31,7 @@ def test_a_neighbour_that_does_not_face_the_presynaptic_segment_is_no_partner(po
     seg, prob, pre = polyadic_scene()
     seg[:, :30, 38:50] = 5  # behind post 2 (x 30-37), away from the cleft
     prob[1:3, 18:42, 27:44] = 0.9  # the synapse object spills into 5 (x 38-43)
-    det = detect_synapses(prob, VS, min_size_nm3=0)
+    det = detect_synapses(prob, VS, min_size_nm3=0, peak_threshold=None)
     plain = assign_partners(det, seg, pre, facing_nm=())
     assert sorted(plain.pairs[:, 1].tolist()) == [2, 3, 5]
     table = assign_partners(det, seg, pre, facing_nm=(8.0, 16.0))
@@ -119,7 +119,7 @@ def test_a_synapse_that_nothing_faces_keeps_the_contact_rule():
 
 def test_partners_follow_merges_and_splits_without_a_model(polyadic_scene):
     seg, prob, pre = polyadic_scene()
-    det = detect_synapses(prob, VS, min_size_nm3=0)
+    det = detect_synapses(prob, VS, min_size_nm3=0, peak_threshold=None)
     # partners from fragments (the segment ids double as fragment ids) and a table
     table = assign_partners(det, seg, pre, table=np.arange(5, dtype=np.uint64))
     assert sorted(table.pairs[:, 1].tolist()) == [2, 3]
@@ -138,7 +138,7 @@ def test_partners_follow_merges_and_splits_without_a_model(polyadic_scene):
 
 def test_synapse_without_partner_has_one_row_with_post_zero(polyadic_scene):
     seg, prob, pre = polyadic_scene()
-    det = detect_synapses(prob, VS, min_size_nm3=0)
+    det = detect_synapses(prob, VS, min_size_nm3=0, peak_threshold=None)
     table = assign_partners(det, np.ones_like(seg), pre)  # one segment everywhere
     rows = table.rows()
     assert rows["pre"].tolist() == [1] and rows["post"].tolist() == [0]
@@ -148,14 +148,14 @@ def test_synapse_without_partner_has_one_row_with_post_zero(polyadic_scene):
 
 def test_empty_detections_give_an_empty_table(polyadic_scene):
     seg, _, pre = polyadic_scene()
-    det = detect_synapses(np.zeros(seg.shape, np.float32), VS)
+    det = detect_synapses(np.zeros(seg.shape, np.float32), VS, peak_threshold=None)
     table = SynapseTable.from_probes(det, partner_probes(det, pre), seg)
     assert len(table) == 0 and len(table.rows()) == 0 and table.pairs.shape == (0, 2)
 
 
 def test_a_new_probe_fragments_array_is_picked_up(polyadic_scene):
     seg, prob, pre = polyadic_scene()
-    det = detect_synapses(prob, VS, min_size_nm3=0)
+    det = detect_synapses(prob, VS, min_size_nm3=0, peak_threshold=None)
     table = assign_partners(det, seg, pre)
     assert sorted(table.pairs[:, 1].tolist()) == [2, 3]
     table.probe_fragments = np.where(table.probe_fragments == 3, 2, table.probe_fragments)
@@ -165,7 +165,7 @@ def test_a_new_probe_fragments_array_is_picked_up(polyadic_scene):
 
 def test_setting_probe_fragments_regroups_only_what_changed(polyadic_scene):
     seg, prob, pre = polyadic_scene()
-    det = detect_synapses(prob, VS, min_size_nm3=0)
+    det = detect_synapses(prob, VS, min_size_nm3=0, peak_threshold=None)
     ident = np.arange(8, dtype=np.uint64)
     table = assign_partners(det, seg, pre, table=ident, facing_nm=(8.0, 16.0))
     split = seg.copy()

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from napari_connectome.core.synapses import (
+    DETECTION_DEFAULTS,
     SECTION_NM,
     assign_partners,
     detect_synapses,
@@ -23,7 +24,7 @@ def blob(shape, centre, radius_px, value=0.9):
 
 def test_detect_positions_sizes_confidence():
     prob = blob((6, 80, 80), (2, 20, 20), 6, 0.9) + blob((6, 80, 80), (3, 60, 60), 6, 0.7)
-    det = detect_synapses(prob, VS)
+    det = detect_synapses(prob, VS, peak_threshold=None, min_size_nm3=0)
     assert len(det) == 2
     # ids ordered by decreasing confidence; positions in nm
     np.testing.assert_allclose(det.confidence, [0.9, 0.7], atol=1e-6)
@@ -37,23 +38,42 @@ def test_detect_positions_sizes_confidence():
     assert np.all(det.labels[prob > 0.8] == 1)
 
 
+def test_the_defaults_are_the_bundled_models_settings():
+    # a cleft at 0.9 everywhere lacks the confident core the bundled model's peak
+    # threshold asks for; with one at 0.99 it is kept, and whole
+    prob = blob((6, 80, 80), (2, 40, 40), 12, 0.9)
+    assert len(detect_synapses(prob, VS)) == 0
+    prob[2, 40, 40] = 0.99
+    (size,) = detect_synapses(prob, VS).volumes_nm3
+    assert size == pytest.approx(int((prob >= 0.5).sum()) * 40 * 4 * 4)
+    assert size >= DETECTION_DEFAULTS["min_size_nm3"]
+    assert len(detect_synapses(prob, VS, nms_distance_nm=0)) == 1
+
+
 def test_size_floor_in_nm3_uses_voxel_size():
     prob = blob((6, 80, 80), (2, 20, 20), 3)  # 29 px x 3 sections = 87 voxels
     n = int((prob > 0).sum())
-    assert len(detect_synapses(prob, VS, min_size_nm3=n * 640 - 1)) == 1
-    assert len(detect_synapses(prob, VS, min_size_nm3=n * 640 + 1)) == 0
+    assert len(detect_synapses(prob, VS, min_size_nm3=n * 640 - 1, peak_threshold=None)) == 1
+    assert len(detect_synapses(prob, VS, min_size_nm3=n * 640 + 1, peak_threshold=None)) == 0
     # the same voxels at a finer voxel size are a smaller object
-    assert len(detect_synapses(prob, (20.0, 2.0, 2.0), min_size_nm3=n * 640 - 1)) == 0
+    assert (
+        len(detect_synapses(prob, (20.0, 2.0, 2.0), min_size_nm3=n * 640 - 1, peak_threshold=None))
+        == 0
+    )
 
 
 def test_nms_folds_nearby_weaker_components_into_the_stronger():
     prob = blob((6, 80, 80), (2, 20, 20), 4, 0.95) + blob((6, 80, 80), (2, 20, 34), 4, 0.6)
-    assert len(detect_synapses(prob, VS, nms_distance_nm=0, min_size_nm3=0)) == 2
-    det = detect_synapses(prob, VS, nms_distance_nm=100.0, min_size_nm3=0)  # 56 nm apart
+    assert (
+        len(detect_synapses(prob, VS, nms_distance_nm=0, min_size_nm3=0, peak_threshold=None)) == 2
+    )
+    det = detect_synapses(
+        prob, VS, nms_distance_nm=100.0, min_size_nm3=0, peak_threshold=None
+    )  # 56 nm apart
     assert len(det) == 1
     assert set(np.unique(det.labels)) == {0, 1}
     assert det.sizes[0] == int((prob > 0).sum())
-    far = detect_synapses(prob, VS, nms_distance_nm=40.0, min_size_nm3=0)
+    far = detect_synapses(prob, VS, nms_distance_nm=40.0, min_size_nm3=0, peak_threshold=None)
     assert len(far) == 2
 
 
@@ -74,30 +94,35 @@ def test_peak_threshold_keeps_whole_clefts_with_a_confident_core():
     assert det.sizes[0] == int((prob[:, :40, :40] >= 0.7).sum())
     np.testing.assert_allclose(det.positions[0][1:], [20 * 4, 20 * 4], atol=8)
     # without it both blobs are objects; a peak threshold under the threshold changes nothing
-    assert len(detect_synapses(prob, VS, threshold=0.7, min_size_nm3=0)) == 2
+    assert len(detect_synapses(prob, VS, threshold=0.7, min_size_nm3=0, peak_threshold=None)) == 2
     low = detect_synapses(prob, VS, threshold=0.7, peak_threshold=0.1, min_size_nm3=0)
     assert len(low) == 2
     # the core alone at the high threshold is a much smaller object
-    core = detect_synapses(prob, VS, threshold=0.95, min_size_nm3=0)
+    core = detect_synapses(prob, VS, threshold=0.95, min_size_nm3=0, peak_threshold=None)
     assert len(core) == 1 and core.sizes[0] == 9
 
 
 def test_no_synapses_and_2d():
-    det = detect_synapses(np.zeros((4, 32, 32), np.float32), VS)
+    det = detect_synapses(np.zeros((4, 32, 32), np.float32), VS, peak_threshold=None)
     assert len(det) == 0 and det.positions.shape == (0, 3)
     assert not det.labels.any()
     prob2d = blob((1, 50, 50), (0, 25, 25), 8)[0]
-    det2 = detect_synapses(prob2d, (4.0, 4.0), min_size_nm3=0)
+    det2 = detect_synapses(prob2d, (4.0, 4.0), min_size_nm3=0, peak_threshold=None)
     assert len(det2) == 1
     np.testing.assert_allclose(det2.positions[0], [100.0, 100.0])
     # a 2D map is one section: SECTION_NM thick by default, or as thick as given
     area_nm2 = det2.sizes[0] * 16.0
     assert det2.volumes_nm3[0] == pytest.approx(area_nm2 * SECTION_NM)
-    thin = detect_synapses(prob2d, (4.0, 4.0), min_size_nm3=0, section_nm=40.0)
+    thin = detect_synapses(
+        prob2d, (4.0, 4.0), min_size_nm3=0, section_nm=40.0, peak_threshold=None
+    )
     assert thin.volumes_nm3[0] == pytest.approx(area_nm2 * 40.0)
     floor = area_nm2 * SECTION_NM
-    assert len(detect_synapses(prob2d, (4.0, 4.0), min_size_nm3=floor)) == 1
-    assert len(detect_synapses(prob2d, (4.0, 4.0), min_size_nm3=floor * 1.01)) == 0
+    assert len(detect_synapses(prob2d, (4.0, 4.0), min_size_nm3=floor, peak_threshold=None)) == 1
+    assert (
+        len(detect_synapses(prob2d, (4.0, 4.0), min_size_nm3=floor * 1.01, peak_threshold=None))
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
@@ -119,7 +144,7 @@ def test_detect_bad_input(prob, vs, kwargs, match):
 
 def test_polyadic_partners(polyadic_scene):
     seg, prob, pre = polyadic_scene()
-    det = detect_synapses(prob, VS, min_size_nm3=0)
+    det = detect_synapses(prob, VS, min_size_nm3=0, peak_threshold=None)
     table = assign_partners(det, seg, pre)
     assert table.pre.tolist() == [1]
     assert table.pre_confidence[0] == pytest.approx(1.0)
@@ -133,7 +158,7 @@ def test_polyadic_partners(polyadic_scene):
 
 def test_a_postsynaptic_map_drops_a_neighbour_the_synapse_only_spills_into(polyadic_scene):
     seg, prob, pre = polyadic_scene()
-    det = detect_synapses(prob, VS, min_size_nm3=0)
+    det = detect_synapses(prob, VS, min_size_nm3=0, peak_threshold=None)
     post = np.zeros(seg.shape, np.float32)
     post[seg == 2] = 0.9  # the model sees a postsynaptic density in 2 only
     post[seg == 3] = 0.05
@@ -149,7 +174,7 @@ def test_a_postsynaptic_map_drops_a_neighbour_the_synapse_only_spills_into(polya
 
 def test_segment_without_presynaptic_map_still_assigns(polyadic_scene):
     seg, prob, _ = polyadic_scene()
-    det = detect_synapses(prob, VS, min_size_nm3=0)
+    det = detect_synapses(prob, VS, min_size_nm3=0, peak_threshold=None)
     table = assign_partners(det, seg, None)
     assert table.pre[0] in (1, 2, 3, 4)
     assert len(table.rows()) >= 1
@@ -157,7 +182,7 @@ def test_segment_without_presynaptic_map_still_assigns(polyadic_scene):
 
 def test_bad_segmentation(polyadic_scene):
     seg, prob, pre = polyadic_scene()
-    det = detect_synapses(prob, VS, min_size_nm3=0)
+    det = detect_synapses(prob, VS, min_size_nm3=0, peak_threshold=None)
     with pytest.raises(ValueError, match="segment the image first"):
         assign_partners(det, None, pre)
     with pytest.raises(ValueError, match="shape"):

@@ -32,7 +32,7 @@ def synapses_on(result, pre_on_first=True):
     edge = a & ~np.roll(a, 1, axis=2) | a & ~np.roll(a, -1, axis=2)
     edge[[0, 3]] = False
     prob[edge] = 0.9
-    det = detect_synapses(prob, VOXEL, min_size_nm3=0, nms_distance_nm=0)
+    det = detect_synapses(prob, VOXEL, min_size_nm3=0, nms_distance_nm=0, peak_threshold=None)
     return det, assign_partners(det, fragments, pre, table=table)
 
 
@@ -90,6 +90,6 @@ def test_bad_stores(tmp_path, result, write_store):
     store = write_store(result, tmp_path / "seg.zarr", VOXEL)
     with pytest.raises(VolumeError, match="holds no synapses.*--synapses"):
         read_synapse_store(store)
-    det = detect_synapses(np.zeros((4, 64, 63), np.float32), VOXEL)
+    det = detect_synapses(np.zeros((4, 64, 63), np.float32), VOXEL, peak_threshold=None)
     with pytest.raises(ValueError, match="shape"):
         write_synapse_store(store, det)

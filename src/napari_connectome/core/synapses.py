@@ -155,13 +155,15 @@ def detect_synapses(
     probability: np.ndarray,
     voxel_size,
     *,
-    threshold: float = 0.5,
-    peak_threshold: float | None = None,
-    min_size_nm3: float = 2.0e5,
-    nms_distance_nm: float = 200.0,
+    threshold: float = DETECTION_DEFAULTS["threshold"],
+    peak_threshold: float | None = DETECTION_DEFAULTS["peak_threshold"],
+    min_size_nm3: float = DETECTION_DEFAULTS["min_size_nm3"],
+    nms_distance_nm: float = DETECTION_DEFAULTS["nms_distance_nm"],
     section_nm: float = SECTION_NM,
 ) -> SynapseDetections:
     """Turn a synapse probability map into synapse objects.
+
+    The defaults are :data:`DETECTION_DEFAULTS`, the bundled model's settings.
 
     Parameters
     ----------
