@@ -54,6 +54,12 @@ def test_training_writes_weights_and_record_reproducibly(tmp_path):
     assert again["weights_sha256"] == record["weights_sha256"]
 
 
+def test_stop_after_steps_ends_early_and_is_recorded(tmp_path):
+    record = train_synapses(config(tmp_path, steps=3, stop_after_steps=1))
+    assert record["steps"] == 1 and record["stopped_early"] is True
+    assert record["training_config"]["stop_after_steps"] == 1
+
+
 def test_the_time_budget_stops_training_and_is_recorded(tmp_path):
     record = train_synapses(config(tmp_path, steps=3, max_minutes=1e-9))
     assert record["steps"] == 0 and record["stopped_early"] is True
@@ -132,6 +138,8 @@ def test_validation_scores_and_command_line(tmp_path, capsys):
         "0.25",
         "--post-weight",
         "0.75",
+        "--stop-after-steps",
+        "1",
         "--threads",
         "1",
         "--no-validate",
@@ -139,6 +147,7 @@ def test_validation_scores_and_command_line(tmp_path, capsys):
     assert training_main(args, prog="napari-connectome train") == 0
     trained = json.loads(record_path(cfg.output).read_text())["training_config"]
     assert trained["pre_weight"] == 0.25 and trained["post_weight"] == 0.75
+    assert trained["stop_after_steps"] == 1
     assert load_synapse_model(cfg.output)[1]["out_channels"] == 3
     scores = validate_synapse_model(cfg.output, data, phantom_shape=(6, 64, 64))
     isbi = scores["isbi2012_cardona_3d"]

@@ -65,6 +65,25 @@ def test_optimise_stops_at_the_deadline():
     assert losses == [] and not model.training
 
 
+def test_stop_after_repeats_a_run_cut_short_at_that_step():
+    config = TrainingConfig(output="unused", steps=5, batch_size=2, warmup_steps=1, seed=3)
+    held = {}
+
+    def setup():
+        out = _setup()
+        held["model"] = out[0]
+        return out
+
+    def progress(step, steps, value):
+        if step == 3:
+            held["after 3"] = _params(held["model"]).clone()
+
+    full_losses = optimise(config, torch.device("cpu"), setup, _loss, progress)[3]
+    model, _, _, losses = optimise(config, torch.device("cpu"), _setup, _loss, stop_after=3)
+    assert losses == full_losses[:3]  # same batches, same learning rates (schedule of 5)
+    torch.testing.assert_close(_params(model), held["after 3"], rtol=0, atol=0)
+
+
 def test_learning_rate_warms_up_then_decays_to_five_percent():
     factor = _lr_factor(TrainingConfig(output="x", steps=100, warmup_steps=10))
     assert [factor(s) for s in range(3)] == pytest.approx([0.1, 0.2, 0.3])

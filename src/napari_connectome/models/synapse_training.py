@@ -97,6 +97,10 @@ class SynapseTrainingConfig:
     max_minutes : float or None
         Wall-clock budget of the optimisation: training stops early (and says so
         in the record) when it is spent. None: no limit.
+    stop_after_steps : int or None
+        Stop after this many steps, the learning-rate schedule still spanning
+        ``steps``: repeats exactly a run that ``max_minutes`` stopped (its record's
+        ``steps``). None: run every step.
     """
 
     output: str
@@ -119,6 +123,7 @@ class SynapseTrainingConfig:
     num_threads: int | None = None
     validate: bool = True
     max_minutes: float | None = None
+    stop_after_steps: int | None = None
 
     def data_sources(self) -> list[DataSource]:
         """Real volumes used (the defaults of ``data_dir``)."""
@@ -216,7 +221,13 @@ def train_synapses(
     deadline = start + 60 * config.max_minutes if config.max_minutes else None
     # no bfloat16 autocast, unlike the boundary network: it has always trained in float32
     model, model_config, samples, losses = optimise(
-        config, device, setup, loss, progress, deadline=deadline
+        config,
+        device,
+        setup,
+        loss,
+        progress,
+        deadline=deadline,
+        stop_after=config.stop_after_steps,
     )
     seconds = time.perf_counter() - start
     output = save_model(model, model_config, config.output)
@@ -352,6 +363,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         "--max-minutes", type=float, help="stop training after this wall time (minutes)"
     )
     parser.add_argument(
+        "--stop-after-steps",
+        type=int,
+        help="stop after this many steps, the learning-rate schedule still spanning "
+        "--steps (repeats a run that --max-minutes stopped)",
+    )
+    parser.add_argument(
         "--pre-weight",
         type=float,
         default=SynapseTrainingConfig.pre_weight,
@@ -386,6 +403,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         **config_arguments(args),
         init_weights=None if args.init_weights == "none" else args.init_weights,
         max_minutes=args.max_minutes,
+        stop_after_steps=args.stop_after_steps,
         pre_weight=args.pre_weight,
         post_weight=args.post_weight,
     )

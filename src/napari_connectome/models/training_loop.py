@@ -139,6 +139,7 @@ def optimise(
     *,
     amp: bool = False,
     deadline: float | None = None,
+    stop_after: int | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any], list, list[float]]:
     """Seed, set up and run the optimisation loop shared by the networks.
 
@@ -161,12 +162,15 @@ def optimise(
         Run the forward pass in bfloat16 autocast.
     deadline : float, optional
         ``time.perf_counter()`` value after which no further step starts.
+    stop_after : int, optional
+        Stop after this many steps, the learning-rate schedule still spanning
+        ``config.steps`` (a run cut by ``deadline`` repeated exactly).
 
     Returns
     -------
     tuple
         ``(model in eval mode, model_config, samples, losses)``; fewer losses than
-        ``config.steps`` when the deadline stopped the loop.
+        ``config.steps`` when the deadline or ``stop_after`` stopped the loop.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -179,6 +183,8 @@ def optimise(
         losses: list[float] = []
         for step in range(config.steps):
             if deadline is not None and time.perf_counter() > deadline:
+                break
+            if stop_after is not None and step >= stop_after:
                 break
             images, *rest = (
                 torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size)
