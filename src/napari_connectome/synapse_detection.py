@@ -35,6 +35,7 @@ __all__ = [
     "NoSynapsesFound",
     "SynapseDetectionCancelled",
     "SynapseResult",
+    "counted",
     "detect_volume",
     "no_synapses_message",
     "predict_synapses",
@@ -292,9 +293,14 @@ def detect_volume(
     return result
 
 
+def counted(n: int, noun: str) -> str:
+    """Return ``"1 noun"`` or ``"n nouns"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def synapse_count(n: int) -> str:
     """Return ``"1 synapse"`` or ``"n synapses"``."""
-    return f"{n} synapse" if n == 1 else f"{n} synapses"
+    return counted(n, "synapse")
 
 
 def no_synapses_message(result: SynapseResult) -> str:

@@ -137,7 +137,7 @@ def run_synapse_detection(args, store_path, raw, voxel_size, report) -> str:
     from ..io import read_segmentation_store
     from ..io.synapse_store import write_synapse_store
     from ..models import ModelFileError
-    from ..synapse_detection import detect_volume, synapse_count
+    from ..synapse_detection import counted, detect_volume, synapse_count
 
     check_synapse_arguments(args)
     try:
@@ -177,8 +177,8 @@ def run_synapse_detection(args, store_path, raw, voxel_size, report) -> str:
         return no_synapses_message(result) + " (an empty synapse table was written)"
     edges = connectome_edges(result.table)
     return (
-        f"{synapse_count(len(result))}, {len(result.table.pairs)} pre->post pairs, "
-        f"{len(edges)} connectome edges"
+        f"{synapse_count(len(result))}, {counted(len(result.table.pairs), 'pre->post pair')}, "
+        f"{counted(len(edges), 'connectome edge')}"
     )
 
 
