@@ -35,7 +35,7 @@ __all__ = [
 #: ``scripts/tune_synapse_detection.py``: the zone radius (nm) around each synapse and
 #: the power of the presynaptic probability that weighs each zone probe.
 REACH_NM = 60.0
-PRE_POWER = 2.0
+PRE_POWER = 4.0
 #: Distances (nm) of the facing probes of each contact probe, towards the presynaptic
 #: side, and the smoothing (nm) of the presynaptic map that gives that direction.
 FACING_NM = (30.0, 60.0, 90.0)

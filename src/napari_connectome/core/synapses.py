@@ -78,7 +78,7 @@ _FACES_3D = ndi.generate_binary_structure(3, 1)
 #: whole at 0.5 while needing a confident core.
 DETECTION_DEFAULTS = {
     "threshold": 0.5,
-    "peak_threshold": 0.97,
+    "peak_threshold": 0.95,
     "min_size_nm3": 5.0e5,
     "nms_distance_nm": 200.0,
 }
