@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +188,7 @@ def auc(positive, negative) -> float:
     return float(greater + 0.5 * (pos[:, None] == neg[None]).mean())
 
 
-def partner_errors(table, phantom, voxel) -> dict:
+def partner_errors(table, phantom, voxel) -> Counter:
     """Count how the partners of one phantom's matched synapses go wrong.
 
     Returns the counts of matched synapses, right presynaptic neurons, right
@@ -195,22 +196,24 @@ def partner_errors(table, phantom, voxel) -> dict:
     only, and the sets that would be right if the rule kept the right *number* of the
     heaviest candidates (see :meth:`SynapseTable.candidate_weights`).
     """
-    from napari_connectome.core.synapse_metrics import match_synapses
+    from napari_connectome.core.synapse_metrics import (
+        match_synapses,
+        partners_by_synapse,
+        truth_partner_rows,
+    )
 
-    truth = phantom.synapse_table
-    ids = np.unique(truth["id"])
-    first = np.searchsorted(truth["id"], ids)
-    truth_nm = np.stack([truth[a][first] * voxel[i] for i, a in enumerate("zyx")], axis=1)
+    truth_nm, truth_pre, truth_post = partners_by_synapse(
+        truth_partner_rows(phantom.synapse_table, voxel)
+    )
     candidates = table.candidate_weights()
-    counts = dict.fromkeys(("matched", "pre", "post", "extra", "missing", "right_number"), 0)
+    counts = Counter()
     for i, j in match_synapses(table.positions, truth_nm):
-        rows = truth[truth["id"] == ids[j]]
-        true_post = {int(q) for q in rows["post"]}
+        true_post = set(truth_post[j])
         found_post = {int(q) for q in table.pairs[table.pairs[:, 0] == i, 1]}
         mine = candidates[candidates["synapse"] == i]
         heaviest = mine["segment"][np.argsort(-mine["weight"], kind="stable")]
         counts["matched"] += 1
-        if int(table.pre[i]) != int(rows["pre"][0]):
+        if int(table.pre[i]) != truth_pre[j]:
             continue
         counts["pre"] += 1
         counts["post"] += found_post == true_post
@@ -261,13 +264,12 @@ def psd_visibility(phantom, synapse, voxel) -> tuple[float, float]:
 
 def print_partner_limits(tables, phantoms) -> None:
     """Print where the chosen partner setting fails, and the image's evidence."""
-    total = dict.fromkeys(("matched", "pre", "post", "extra", "missing", "right_number"), 0)
+    total = Counter()
     print("\nwhere the chosen partner setting fails (training phantoms):")
     print("| phantom | image darkness AUC | model synapse AUC |")
     print("|---|---:|---:|")
     for table, s in zip(tables, phantoms, strict=True):
-        for key, value in partner_errors(table, s["phantom"], s["voxel"]).items():
-            total[key] += value
+        total.update(partner_errors(table, s["phantom"], s["voxel"]))
         image, model = psd_visibility(s["phantom"], s["maps"].synapse, s["voxel"])
         print(f"| {s['name']} | {image:.3f} | {model:.3f} |")
     n = max(total["matched"], 1)

@@ -23,6 +23,7 @@ __all__ = [
     "detection_scores",
     "match_synapses",
     "partner_accuracy",
+    "partners_by_synapse",
     "pooled_partner_accuracy",
     "synapse_positions",
     "synapse_regions",
@@ -183,7 +184,21 @@ def truth_partner_rows(table, voxel_size) -> np.ndarray:
     return rows
 
 
-def _by_synapse(rows) -> tuple[np.ndarray, list, list]:
+def partners_by_synapse(rows) -> tuple[np.ndarray, list, list]:
+    """Group partner rows (one per synapse and postsynaptic partner) by synapse.
+
+    Parameters
+    ----------
+    rows : numpy.ndarray
+        Rows ``id, z, y, x`` (nm), ``pre, post``.
+
+    Returns
+    -------
+    tuple
+        ``(positions, pre, post)`` in increasing id order: ``(n, 3)`` positions, the
+        presynaptic id of each synapse and the frozenset of its postsynaptic ids
+        (without 0).
+    """
     ids = np.unique(rows["id"])
     pos, pre, post = [], [], []
     for i in ids:
@@ -215,8 +230,8 @@ def partner_accuracy(found_rows, truth_rows, distance_nm: float = 200.0) -> dict
     """
     if hasattr(found_rows, "rows"):
         found_rows = found_rows.rows()
-    fp, fpre, fpost = _by_synapse(np.asarray(found_rows))
-    tp_, tpre, tpost = _by_synapse(np.asarray(truth_rows))
+    fp, fpre, fpost = partners_by_synapse(np.asarray(found_rows))
+    tp_, tpre, tpost = partners_by_synapse(np.asarray(truth_rows))
     matches = match_synapses(fp, tp_, distance_nm)
     if not len(matches):
         return {
