@@ -20,7 +20,8 @@ setting, it compares the partner settings of
 :func:`~napari_connectome.core.synapses.assign_partners` (presynaptic weighting
 ``pre_power``, postsynaptic share ``post_fraction``, zone radius ``reach_nm``) on the
 training phantoms (and the least postsynaptic weight ``min_contacts`` and the
-facing distances ``facing_nm``, none meaning every contact counts). It prints the
+facing distances ``facing_nm``, none meaning every contact counts; of settings
+that tie, the one that keeps most of the current defaults). It prints the
 tables and the values to put in ``SYNAPSE_AUGMENT``, ``DETECTION_DEFAULTS``,
 ``PRE_POWER``, ``REACH_NM``, ``POST_FRACTION``, ``MIN_CONTACTS`` and ``FACING_NM``.
 
@@ -52,9 +53,9 @@ PEAKS = (0.9, 0.95, 0.97)
 MIN_SIZES_NM3 = (5e4, 2e5, 5e5, 1e6)
 NMS_NM = (200.0, 300.0, 400.0)
 PRE_POWERS = (1.0, 2.0, 4.0)
-POST_FRACTIONS = (0.05, 0.1, 0.15, 0.25)
+POST_FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 REACHES_NM = (60.0, 120.0)
-MIN_POST_WEIGHTS = (3.0, 1.0)  # the default first: it wins ties
+MIN_POST_WEIGHTS = (3.0, 1.0)
 FACINGS_NM = ((30.0, 60.0, 90.0), (15.0, 30.0, 45.0), ())  # (): the plain contact rule
 TARGET = {"real": 0.75, "phantom": 0.9}
 FACES = ndi.generate_binary_structure(3, 1)
@@ -294,6 +295,8 @@ def main() -> None:
         pooled_partner_accuracy,
         truth_partner_rows,
     )
+    from napari_connectome.core.synapse_probes import FACING_NM, PRE_POWER, REACH_NM
+    from napari_connectome.core.synapse_table import MIN_CONTACTS, POST_FRACTION
     from napari_connectome.core.synapses import assign_partners, detect_synapses
     from napari_connectome.models.synapse_inference import load_synapse_model
 
@@ -397,7 +400,15 @@ def main() -> None:
             f"{', '.join(f'{d:g}' for d in facing) or 'none'} | {pooled['accuracy']:.3f} | "
             f"{pooled['pre_accuracy']:.3f} |"
         )
-    best = max(results, key=lambda k: results[k]["accuracy"])
+    # on a tie, the setting that keeps most of the current defaults
+    current = (PRE_POWER, POST_FRACTION, REACH_NM, MIN_CONTACTS, tuple(FACING_NM))
+    best = max(
+        results,
+        key=lambda k: (
+            results[k]["accuracy"],
+            sum(a == b for a, b in zip(k, current, strict=True)),
+        ),
+    )
     power, fraction, reach, least, facing = best
     print(
         f"\nchosen partners: pre_power={power:g}, post_fraction={fraction:g}, "
