@@ -23,9 +23,11 @@ training phantoms (and the least postsynaptic weight ``min_contacts`` and the
 facing distances ``facing_nm``, none meaning every contact counts; of settings
 that tie, the one that keeps most of the current defaults). It prints the
 tables and the values to put in ``SYNAPSE_AUGMENT``, ``DETECTION_DEFAULTS``,
-``PRE_POWER``, ``REACH_NM``, ``POST_FRACTION``, ``MIN_CONTACTS`` and ``FACING_NM``,
-and the chosen partner setting's accuracy with other random subsets of probe voxels
-(how much of a difference between settings is the subset's luck).
+``PRE_POWER``, ``REACH_NM``, ``POST_FRACTION``, ``MIN_CONTACTS`` and ``FACING_NM``.
+The partner settings are compared with the product's random subset of probe voxels,
+and the best few again with four other subsets; the mean over the five chooses (a
+single subset moves a setting by a few points, as much as the margins between
+settings).
 
 The sweep scores the components of each threshold once and then filters them
 (suppression folds the centres of the weaker into the stronger, weighted by their
@@ -59,9 +61,11 @@ POST_FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 REACHES_NM = (60.0, 120.0)
 MIN_POST_WEIGHTS = (3.0, 1.0)
 FACINGS_NM = ((30.0, 60.0, 90.0), (15.0, 30.0, 45.0), ())  # (): the plain contact rule
-# Partner probes are a random subset of each synapse's voxels (seed 0 in the product);
-# the chosen setting is re-scored with other subsets to show how much that moves it.
+# Partner probes are a random subset of each synapse's voxels (seed 0 in the product),
+# and that subset moves a setting's accuracy by a few points: the FINALISTS best
+# settings are re-scored with the subsets of PROBE_SEEDS, and chosen by their mean.
 PROBE_SEEDS = (0, 1, 2, 3, 4)
+FINALISTS = 12
 TARGET = {"real": 0.75, "phantom": 0.9}
 FACES = ndi.generate_binary_structure(3, 1)
 TRAINING_SECTIONS = {
@@ -414,26 +418,40 @@ def main() -> None:
             f"{', '.join(f'{d:g}' for d in facing) or 'none'} | {score['accuracy']:.3f} | "
             f"{score['pre_accuracy']:.3f} |"
         )
-    # on a tie, the setting that keeps most of the current defaults
+    # the finalists are re-scored with other probe subsets: the choice goes by the mean
+    # (on a tie, to the setting that keeps most of the current defaults)
     current = (PRE_POWER, POST_FRACTION, REACH_NM, MIN_CONTACTS, tuple(FACING_NM))
+    finalists = sorted(results, key=lambda k: -results[k]["accuracy"])[:FINALISTS]
+    spread = {
+        k: [results[k]["accuracy"]] + [pooled(k, seed)["accuracy"] for seed in PROBE_SEEDS[1:]]
+        for k in finalists
+    }
     best = max(
-        results,
+        finalists,
         key=lambda k: (
-            results[k]["accuracy"],
+            round(float(np.mean(spread[k])), 9),
             sum(a == b for a, b in zip(k, current, strict=True)),
         ),
     )
+    print(f"\nthe {FINALISTS} best, with probe subsets of seeds {PROBE_SEEDS}:")
+    print(
+        "| pre_power | post_fraction | reach (nm) | min_contacts | facing (nm) "
+        "| seed 0 | mean | range |"
+    )
+    print("|---:|---:|---:|---:|---|---:|---:|---|")
+    for k in sorted(finalists, key=lambda k: -np.mean(spread[k])):
+        power, fraction, reach, least, facing = k
+        print(
+            f"| {power:g} | {fraction:g} | {reach:g} | {least:g} | "
+            f"{', '.join(f'{d:g}' for d in facing) or 'none'} | {spread[k][0]:.3f} | "
+            f"{np.mean(spread[k]):.3f} | {min(spread[k]):.3f}-{max(spread[k]):.3f} |"
+        )
     power, fraction, reach, least, facing = best
     print(
         f"\nchosen partners: pre_power={power:g}, post_fraction={fraction:g}, "
         f"reach_nm={reach:g}, min_contacts={least:g}, facing_nm={facing} "
-        f"({results[best]['matched']} TP)"
-    )
-    spread = [pooled(best, seed)["accuracy"] for seed in PROBE_SEEDS]
-    print(
-        f"the same setting with other random probe subsets (seeds {PROBE_SEEDS}): "
-        + ", ".join(f"{a:.3f}" for a in spread)
-        + f" (mean {np.mean(spread):.3f})"
+        f"({results[best]['matched']} TP; exactly right {spread[best][0]:.3f} with the "
+        f"product's probes, {np.mean(spread[best]):.3f} on average)"
     )
     print_partner_limits([partners(s, best) for s in phantoms], phantoms)
 
