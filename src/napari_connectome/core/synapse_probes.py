@@ -37,8 +37,9 @@ __all__ = [
 REACH_NM = 60.0
 PRE_POWER = 4.0
 #: Distances (nm) of the facing probes of each contact probe, towards the presynaptic
-#: side, and the smoothing (nm) of the presynaptic map that gives that direction.
-FACING_NM = (30.0, 60.0, 90.0)
+#: side (chosen with the settings above), and the smoothing (nm) of the presynaptic
+#: map that gives that direction.
+FACING_NM = (15.0, 30.0, 45.0)
 FACING_SMOOTHING_NM = 16.0
 #: Least rise of the smoothed presynaptic probability over the nearest facing distance
 #: for a contact probe to get facing probes (where the map is flat or only noisy, it

@@ -20,8 +20,8 @@ voxels is kept once, from the prediction:
 - zone probes: the voxels within ``reach_nm`` of it, each weighted by the
   presynaptic-side probability (the network's second channel) to the power
   ``PRE_POWER``;
-- facing probes: from each contact probe, the voxels ``FACING_NM`` (30, 60 and
-  90 nm) towards the presynaptic side (up the smoothed presynaptic probability).
+- facing probes: from each contact probe, the voxels ``FACING_NM`` (15, 30 and
+  45 nm) towards the presynaptic side (up the smoothed presynaptic probability).
 
 The presynaptic segment is the one holding the most presynaptic weight. A
 contact probe counts for its segment as far as its facing probes land in the
