@@ -43,6 +43,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 from collections import Counter
 from pathlib import Path
@@ -383,9 +384,13 @@ def main() -> None:
     print("|---:|---:|---:|---:|---|---:|---:|")
     phantoms = [s for s in sets if s["kind"] == "phantom"]
 
-    def partners(s, setting, probe_seed=0):
-        power, fraction, reach, least, facing = setting
-        probes = partner_probes(
+    truths = [truth_partner_rows(s["phantom"].synapse_table, s["voxel"]) for s in phantoms]
+
+    @functools.cache
+    def probes_of(index, power, reach, facing, probe_seed):
+        # the probes do not depend on the share or the least weight: built once each
+        s = phantoms[index]
+        return partner_probes(
             s["found"],
             s["maps"].presynaptic,
             s["maps"].postsynaptic,
@@ -394,30 +399,35 @@ def main() -> None:
             facing_nm=facing,
             seed=probe_seed,
         )
+
+    def partners(index, setting, probe_seed=0):
+        power, fraction, reach, least, facing = setting
+        s = phantoms[index]
         return SynapseTable.from_probes(
-            s["found"], probes, s["phantom"].neurons, post_fraction=fraction, min_contacts=least
+            s["found"],
+            probes_of(index, power, reach, facing, probe_seed),
+            s["phantom"].neurons,
+            post_fraction=fraction,
+            min_contacts=least,
         )
 
     def pooled(setting, probe_seed=0):
         return pooled_partner_accuracy(
-            partner_accuracy(
-                partners(s, setting, probe_seed),
-                truth_partner_rows(s["phantom"].synapse_table, s["voxel"]),
-            )
-            for s in phantoms
+            partner_accuracy(partners(i, setting, probe_seed), truth)
+            for i, truth in enumerate(truths)
         )
+
+    def cells(setting):
+        power, fraction, reach, least, facing = setting
+        facing = ", ".join(f"{d:g}" for d in facing) or "none"
+        return f"| {power:g} | {fraction:g} | {reach:g} | {least:g} | {facing} |"
 
     results = {}
     for setting in itertools.product(
         PRE_POWERS, POST_FRACTIONS, REACHES_NM, MIN_POST_WEIGHTS, FACINGS_NM
     ):
-        power, fraction, reach, least, facing = setting
         results[setting] = score = pooled(setting)
-        print(
-            f"| {power:g} | {fraction:g} | {reach:g} | {least:g} | "
-            f"{', '.join(f'{d:g}' for d in facing) or 'none'} | {score['accuracy']:.3f} | "
-            f"{score['pre_accuracy']:.3f} |"
-        )
+        print(f"{cells(setting)} {score['accuracy']:.3f} | {score['pre_accuracy']:.3f} |")
     # the finalists are re-scored with other probe subsets: the choice goes by the mean
     # (on a tie, to the setting that keeps most of the current defaults)
     current = (PRE_POWER, POST_FRACTION, REACH_NM, MIN_CONTACTS, tuple(FACING_NM))
@@ -440,11 +450,9 @@ def main() -> None:
     )
     print("|---:|---:|---:|---:|---|---:|---:|---|")
     for k in sorted(finalists, key=lambda k: -np.mean(spread[k])):
-        power, fraction, reach, least, facing = k
         print(
-            f"| {power:g} | {fraction:g} | {reach:g} | {least:g} | "
-            f"{', '.join(f'{d:g}' for d in facing) or 'none'} | {spread[k][0]:.3f} | "
-            f"{np.mean(spread[k]):.3f} | {min(spread[k]):.3f}-{max(spread[k]):.3f} |"
+            f"{cells(k)} {spread[k][0]:.3f} | {np.mean(spread[k]):.3f} | "
+            f"{min(spread[k]):.3f}-{max(spread[k]):.3f} |"
         )
     power, fraction, reach, least, facing = best
     print(
@@ -453,7 +461,7 @@ def main() -> None:
         f"({results[best]['matched']} TP; exactly right {spread[best][0]:.3f} with the "
         f"product's probes, {np.mean(spread[best]):.3f} on average)"
     )
-    print_partner_limits([partners(s, best) for s in phantoms], phantoms)
+    print_partner_limits([partners(i, best) for i in range(len(phantoms))], phantoms)
 
 
 if __name__ == "__main__":
