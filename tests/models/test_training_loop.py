@@ -11,6 +11,7 @@ from napari_connectome.models.training import TrainingConfig
 from napari_connectome.models.training_loop import (
     _lr_factor,
     add_training_arguments,
+    batch_stream,
     config_arguments,
     optimise,
     record_path,
@@ -24,6 +25,9 @@ class _Sampler:
     """Batches of (images, targets) drawn from numpy's generator of a seed."""
 
     def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+
+    def reseed(self, seed):
         self.rng = np.random.default_rng(seed)
 
     def batch(self, size):
@@ -57,6 +61,46 @@ def test_optimise_is_seeded_and_reports_every_step():
     reseeded = TrainingConfig(**{**vars(config), "seed": 4})
     other = optimise(reseeded, torch.device("cpu"), _setup, _loss)[0]
     assert not torch.equal(_params(other), _params(model))  # the seed sets the initial weights
+
+
+def test_batch_stream_without_workers_draws_the_samplers_own_batches():
+    stream = batch_stream(_Sampler(5), 3, seed=0)
+    expected = _Sampler(5)
+    for _ in range(3):
+        images, targets = next(stream)
+        want = expected.batch(3)
+        assert isinstance(images, torch.Tensor) and images.shape == (3, 1, 8, 8)
+        np.testing.assert_array_equal(images.numpy(), want[0])
+        np.testing.assert_array_equal(targets.numpy(), want[1])
+
+
+def test_batch_stream_workers_take_turns_with_their_own_seeds():
+    def first(workers, seed):
+        stream = batch_stream(_Sampler(0), 2, seed=seed, workers=workers)
+        return [next(stream)[0].numpy() for _ in range(4)]
+
+    batches = first(2, seed=7)
+    # worker i draws from the generator of [seed, i], in turn
+    drawn = {i: _Sampler([7, i]) for i in (0, 1)}
+    for batch, worker in zip(batches, (0, 1, 0, 1), strict=True):
+        np.testing.assert_array_equal(batch, drawn[worker].batch(2)[0])
+    again = first(2, seed=7)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+    assert not np.array_equal(first(2, seed=8)[0], batches[0])
+
+
+def test_optimise_with_workers_trains_reproducibly():
+    config = TrainingConfig(
+        output="unused", steps=4, batch_size=2, warmup_steps=1, seed=3, workers=2
+    )
+    model, _, _, losses = optimise(config, torch.device("cpu"), _setup, _loss)
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    again = optimise(config, torch.device("cpu"), _setup, _loss)[0]
+    torch.testing.assert_close(_params(again), _params(model), rtol=0, atol=0)
+    serial = optimise(
+        TrainingConfig(**{**vars(config), "workers": 0}), torch.device("cpu"), _setup, _loss
+    )[0]
+    assert not torch.equal(_params(serial), _params(model))  # other patches, other result
 
 
 def test_optimise_stops_at_the_deadline():

@@ -322,6 +322,16 @@ class PatchSampler:
             share
         )
 
+    def reseed(self, seed) -> None:
+        """Restart the random generator (a data-loading worker's own stream).
+
+        Parameters
+        ----------
+        seed : int or sequence of int
+            Seed of :func:`numpy.random.default_rng`.
+        """
+        self.rng = np.random.default_rng(seed)
+
     def _draw(self, size: int) -> list[int]:
         """Draw the indices of ``size`` planes with the group-balanced weights."""
         return [int(i) for i in self.rng.choice(len(self.samples), size=size, p=self.weights)]

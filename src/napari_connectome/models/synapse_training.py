@@ -92,6 +92,8 @@ class SynapseTrainingConfig:
         ``"auto"``, ``"cpu"``, ``"cuda"``...
     num_threads : int or None
         CPU threads of torch.
+    workers : int
+        Processes drawing training patches in parallel (0: in the training process).
     validate : bool
         Score the held-out sections after training.
     max_minutes : float or None
@@ -121,6 +123,7 @@ class SynapseTrainingConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
+    workers: int = 0
     validate: bool = True
     max_minutes: float | None = None
     stop_after_steps: int | None = None

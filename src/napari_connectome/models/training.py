@@ -88,6 +88,8 @@ class TrainingConfig:
         Score the held-out sections after training.
     num_threads : int or None
         CPU threads of torch (None: leave as is).
+    workers : int
+        Processes drawing training patches in parallel (0: in the training process).
     """
 
     output: str
@@ -109,6 +111,7 @@ class TrainingConfig:
     model: dict[str, Any] = field(default_factory=dict)
     validate: bool = True
     num_threads: int | None = None
+    workers: int = 0
 
     def data_sources(self) -> list[DataSource]:
         """Return the real volumes used: ``sources``, else the defaults of ``data_dir``."""

@@ -130,6 +130,59 @@ def sample_options(config, model_config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class _BatchStream(torch.utils.data.IterableDataset):
+    """Endless batches of a patch sampler, each loading worker with its own seed."""
+
+    def __init__(self, sampler, batch_size: int, seed: int):
+        self.sampler, self.batch_size, self.seed = sampler, batch_size, seed
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None:
+            torch.set_num_threads(1)
+            self.sampler.reseed([self.seed, worker.id])
+        while True:
+            yield self.sampler.batch(self.batch_size)
+
+
+def batch_stream(sampler, batch_size: int, seed: int, workers: int = 0, pin: bool = False):
+    """Iterate over training batches, drawn here or by parallel worker processes.
+
+    Parameters
+    ----------
+    sampler : PatchSampler
+        ``sampler.batch(n)`` gives a tuple of numpy arrays.
+    batch_size : int
+        Patches per batch.
+    seed : int
+        Seed of the workers' generators (worker ``i`` uses ``[seed, i]``).
+    workers : int
+        Loading processes; 0 draws every batch in this process from ``sampler``'s
+        own generator (the batches of the runs before workers existed).
+    pin : bool
+        Page-locked batches, for fast copies to a GPU.
+
+    Yields
+    ------
+    tuple of torch.Tensor
+        One batch. With workers the order is fixed (the workers take turns), so a
+        run is reproducible for a given number of workers.
+    """
+    if workers <= 0:
+        while True:
+            yield tuple(torch.from_numpy(a) for a in sampler.batch(batch_size))
+    context = "fork" if "fork" in torch.multiprocessing.get_all_start_methods() else None
+    loader = torch.utils.data.DataLoader(
+        _BatchStream(sampler, batch_size, seed),
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin,
+        prefetch_factor=4,
+        multiprocessing_context=context,
+    )
+    yield from loader
+
+
 def optimise(
     config,
     device: torch.device,
@@ -146,8 +199,9 @@ def optimise(
     Parameters
     ----------
     config : TrainingConfig or SynapseTrainingConfig
-        ``seed``, ``steps``, ``batch_size``, ``learning_rate``, ``weight_decay`` and
-        ``warmup_steps`` are used (AdamW, linear warm-up, cosine to 5 %).
+        ``seed``, ``steps``, ``batch_size``, ``workers``, ``learning_rate``,
+        ``weight_decay`` and ``warmup_steps`` are used (AdamW, linear warm-up,
+        cosine to 5 %; :func:`batch_stream` for the workers).
     device : torch.device
         Where to train.
     setup : callable
@@ -181,14 +235,19 @@ def optimise(
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config))
         losses: list[float] = []
+        batches = batch_stream(
+            sampler,
+            config.batch_size,
+            config.seed,
+            config.workers,
+            pin=device.type == "cuda",
+        )
         for step in range(config.steps):
             if deadline is not None and time.perf_counter() > deadline:
                 break
             if stop_after is not None and step >= stop_after:
                 break
-            images, *rest = (
-                torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size)
-            )
+            images, *rest = (a.to(device, non_blocking=True) for a in next(batches))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(images.contiguous(memory_format=torch.channels_last))
             value = loss(logits.float(), *rest)
@@ -339,6 +398,13 @@ def add_training_arguments(parser: argparse.ArgumentParser, config_class) -> Non
     parser.add_argument("--seed", type=int, default=default["seed"])
     parser.add_argument("--device", default=default["device"])
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=default["workers"],
+        help="processes drawing training patches in parallel (0: in the training "
+        "process, as runs before this option); use most CPU cores when training on a GPU",
+    )
     parser.add_argument("--no-validate", action="store_true")
 
 
@@ -367,6 +433,7 @@ def config_arguments(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "device": args.device,
         "num_threads": args.threads,
+        "workers": args.workers,
         "validate": not args.no_validate,
     }
 
