@@ -242,22 +242,25 @@ def optimise(
             config.workers,
             pin=device.type == "cuda",
         )
-        for step in range(config.steps):
-            if deadline is not None and time.perf_counter() > deadline:
-                break
-            if stop_after is not None and step >= stop_after:
-                break
-            images, *rest = (a.to(device, non_blocking=True) for a in next(batches))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(images.contiguous(memory_format=torch.channels_last))
-            value = loss(logits.float(), *rest)
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(value.detach()))
-            if progress is not None:
-                progress(step + 1, config.steps, losses[-1])
+        try:
+            for step in range(config.steps):
+                if deadline is not None and time.perf_counter() > deadline:
+                    break
+                if stop_after is not None and step >= stop_after:
+                    break
+                images, *rest = (a.to(device, non_blocking=True) for a in next(batches))
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    logits = model(images.contiguous(memory_format=torch.channels_last))
+                value = loss(logits.float(), *rest)
+                optimizer.zero_grad(set_to_none=True)
+                value.backward()
+                optimizer.step()
+                scheduler.step()
+                losses.append(float(value.detach()))
+                if progress is not None:
+                    progress(step + 1, config.steps, losses[-1])
+        finally:
+            batches.close()  # ends the loading workers at once
     model.eval()
     return model, model_config, samples, losses
 
