@@ -10,6 +10,7 @@ from napari_connectome.models.synapse_data import (
     partner_zone,
     phantom_synapse_volumes,
 )
+from napari_connectome.models.training_loop import batch_stream
 
 
 def test_presynaptic_zone_is_the_pre_neuron_near_the_synapse():
@@ -104,6 +105,20 @@ def test_sampler_augmentation_moves_targets_with_the_image():
         # geometric changes are shared: the target bar lies where the image is bright
         if tgt.max() > 0.5 and m.mean() > 0.9:
             assert img[tgt > 0.9].mean() > img[tgt < 0.1].mean()
+
+
+def test_sampler_reseeded_per_worker_gives_that_seeds_batches():
+    samples = [plane(True, "a"), plane(False, "b")]
+    stream = batch_stream(SynapsePatchSampler(samples, 48, seed=0), 3, seed=5, workers=2)
+    drawn = [next(stream) for _ in range(4)]
+    stream.close()
+    for index, batch in enumerate(drawn):
+        own = SynapsePatchSampler(samples, 48, seed=0)
+        own.reseed([5, index % 2])
+        for _ in range(index // 2):
+            own.batch(3)  # the worker's earlier batches
+        for got, want in zip(batch, own.batch(3), strict=True):
+            np.testing.assert_array_equal(got.numpy(), want)
 
 
 def test_sampler_needs_planes():

@@ -1,5 +1,6 @@
 import argparse
 import json
+import multiprocessing
 
 import numpy as np
 import pytest
@@ -103,6 +104,21 @@ def test_optimise_with_workers_trains_reproducibly():
     assert not torch.equal(_params(serial), _params(model))  # other patches, other result
 
 
+def test_optimise_stops_its_workers_when_training_fails():
+    config = TrainingConfig(
+        output="unused", steps=5, batch_size=2, warmup_steps=1, seed=3, workers=2
+    )
+
+    def fail_at_step_two(step, steps, loss):
+        if step == 2:
+            raise RuntimeError("stopped by the test")
+
+    with pytest.raises(RuntimeError, match="stopped by the test") as failure:
+        optimise(config, torch.device("cpu"), _setup, _loss, fail_at_step_two)
+    # the traceback keeps optimise's variables alive; the workers must be gone anyway
+    assert failure.value is not None and multiprocessing.active_children() == []
+
+
 def test_optimise_stops_at_the_deadline():
     config = TrainingConfig(output="unused", steps=5, batch_size=2)
     model, _, _, losses = optimise(config, torch.device("cpu"), _setup, _loss, deadline=0.0)
@@ -196,11 +212,12 @@ def test_command_line_defaults_are_the_configuration_defaults(config_class):
     from_cli = config_class(**config_arguments(parser.parse_args(["--output", "w.st"])))
     assert from_cli == config_class(output="w.st")
     args = parser.parse_args(
-        ["--output", "w", "--lr", "0.5", "--threads", "3", "--no-validate"]
+        ["--output", "w", "--lr", "0.5", "--threads", "3", "--no-validate", "--workers", "2"]
         + ["--phantom-shape", "2", "3", "4", "--data-dir", "d"]
     )
     config = config_class(**config_arguments(args))
     assert config.learning_rate == 0.5 and config.num_threads == 3 and not config.validate
+    assert config.workers == 2
     assert config.phantom_shape == (2, 3, 4) and config.data_dir == "d"
 
 

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, fields
@@ -138,8 +139,7 @@ class _BatchStream(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         worker = torch.utils.data.get_worker_info()
-        if worker is not None:
-            torch.set_num_threads(1)
+        if worker is not None:  # the DataLoader already gave each worker one thread
             self.sampler.reseed([self.seed, worker.id])
         while True:
             yield self.sampler.batch(self.batch_size)
@@ -151,7 +151,8 @@ def batch_stream(sampler, batch_size: int, seed: int, workers: int = 0, pin: boo
     Parameters
     ----------
     sampler : PatchSampler
-        ``sampler.batch(n)`` gives a tuple of numpy arrays.
+        ``sampler.batch(n)`` gives a tuple of numpy arrays; with workers,
+        ``sampler.reseed(seed)`` restarts its generator.
     batch_size : int
         Patches per batch.
     seed : int
@@ -160,24 +161,27 @@ def batch_stream(sampler, batch_size: int, seed: int, workers: int = 0, pin: boo
         Loading processes; 0 draws every batch in this process from ``sampler``'s
         own generator (the batches of the runs before workers existed).
     pin : bool
-        Page-locked batches, for fast copies to a GPU.
+        Page-locked batches, for fast copies to a GPU (with workers only).
 
     Yields
     ------
     tuple of torch.Tensor
         One batch. With workers the order is fixed (the workers take turns), so a
-        run is reproducible for a given number of workers.
+        run is reproducible for a given number of workers. Closing the generator
+        (or dropping it) stops the workers.
     """
     if workers <= 0:
         while True:
             yield tuple(torch.from_numpy(a) for a in sampler.batch(batch_size))
-    context = "fork" if "fork" in torch.multiprocessing.get_all_start_methods() else None
+    # On Linux the workers are forked: they share the training planes instead of each
+    # unpickling a copy, and they never touch CUDA (numpy and scipy only). Elsewhere
+    # the platform's default start method is safer.
+    context = "fork" if sys.platform.startswith("linux") else None
     loader = torch.utils.data.DataLoader(
         _BatchStream(sampler, batch_size, seed),
         batch_size=None,
         num_workers=workers,
         pin_memory=pin,
-        prefetch_factor=4,
         multiprocessing_context=context,
     )
     yield from loader
