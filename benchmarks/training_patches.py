@@ -23,13 +23,9 @@ import json
 import os
 import time
 
-from napari_connectome.models.synapse_data import (
-    SynapsePatchSampler,
-    default_synapse_sources,
-    make_synapse_samples,
-)
+from napari_connectome.models.synapse_data import SynapsePatchSampler, make_synapse_samples
 from napari_connectome.models.synapse_training import SynapseTrainingConfig
-from napari_connectome.models.training_loop import batch_stream
+from napari_connectome.models.training_loop import batch_stream, sample_options
 from napari_connectome.models.unet import default_config
 
 
@@ -48,21 +44,15 @@ def patches_per_second(sampler, batch_size: int, workers: int, batches: int) -> 
 
 
 def run(phantoms: int, data_dir, batch_size: int, batches: int, workers: list[int]) -> dict:
-    sources = default_synapse_sources(data_dir) if data_dir else []
-    config = default_config(out_channels=3)
+    # the training run's own planes: its data sources and sample options
+    config = SynapseTrainingConfig(output="unused", data_dir=data_dir, phantoms=phantoms)
     samples = make_synapse_samples(
-        sources,
-        phantoms=phantoms,
-        seed=0,
-        pixel_size_nm=config["pixel_size_nm"],
-        normalization=config["normalization"],
+        config.data_sources(),
+        **sample_options(config, default_config(out_channels=3)),
         postsynaptic=True,
     )
     sampler = SynapsePatchSampler(
-        samples,
-        SynapseTrainingConfig.patch_size,
-        seed=0,
-        positive_fraction=SynapseTrainingConfig.positive_fraction,
+        samples, config.patch_size, seed=0, positive_fraction=config.positive_fraction
     )
     baseline = patches_per_second(sampler, batch_size, 0, batches)
     rows = [{"workers": 0, "patches_per_s": baseline, "speedup": 1.0}]
