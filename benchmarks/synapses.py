@@ -146,7 +146,9 @@ def phantom_sets(model) -> tuple[list[dict], dict]:
         block = detection_block(maps.synapse, voxel, ph.synapses)
         found = block.pop("found")
         start = time.perf_counter()
-        table = assign_partners(found, ph.neurons, maps.presynaptic, maps.postsynaptic)
+        table = assign_partners(
+            found, ph.neurons, maps.presynaptic, maps.postsynaptic, synapse=maps.synapse
+        )
         assign_seconds = time.perf_counter() - start
         truth_rows = truth_partner_rows(ph.synapse_table, voxel)
         partners = partner_accuracy(table, truth_rows)
@@ -202,6 +204,7 @@ def scaled_table(table, copies: int):
 
 def update_timings(kept) -> dict:
     from napari_connectome.core.connectome import connectome_edges
+    from napari_connectome.core.synapse_probes import contact_source
     from napari_connectome.core.synapses import SynapseTable, partner_probes
 
     name = PHANTOMS[0][0]
@@ -233,7 +236,8 @@ def update_timings(kept) -> dict:
         connectome_edges(t)
 
     def scratch():
-        probes = partner_probes(found, maps.presynaptic, maps.postsynaptic)
+        contact, power = contact_source(maps.synapse, maps.postsynaptic)
+        probes = partner_probes(found, maps.presynaptic, contact, contact_power=power)
         fresh = SynapseTable.from_probes(found, probes, split_frag, split_table)
         connectome_edges(fresh)
 

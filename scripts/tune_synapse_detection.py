@@ -19,11 +19,12 @@ phantoms, so the settings that suit one domain hurt the other.) Then, at that
 setting, it compares the partner settings of
 :func:`~napari_connectome.core.synapses.assign_partners` (presynaptic weighting
 ``pre_power``, postsynaptic share ``post_fraction``, zone radius ``reach_nm``) on the
-training phantoms (and the least postsynaptic weight ``min_contacts`` and the
-facing distances ``facing_nm``, none meaning every contact counts; of settings
-that tie, the one that keeps most of the current defaults). It prints the
-tables and the values to put in ``SYNAPSE_AUGMENT``, ``DETECTION_DEFAULTS``,
-``PRE_POWER``, ``REACH_NM``, ``POST_FRACTION``, ``MIN_CONTACTS`` and ``FACING_NM``.
+training phantoms (and the least postsynaptic weight ``min_contacts``, the
+facing distances ``facing_nm``, none meaning every contact counts, and what weighs
+each contact probe, ``contact_weight``; of settings that tie, the one that keeps most
+of the current defaults). It prints the tables and the values to put in
+``SYNAPSE_AUGMENT``, ``DETECTION_DEFAULTS``, ``PRE_POWER``, ``REACH_NM``,
+``POST_FRACTION``, ``MIN_CONTACTS``, ``FACING_NM`` and ``CONTACT_WEIGHT``.
 The partner settings are compared with the product's random subset of probe voxels,
 and the best few again with four other subsets; the mean over the five chooses (a
 single subset moves a setting by a few points, as much as the margins between
@@ -58,8 +59,9 @@ PEAKS = (0.9, 0.95, 0.97)
 MIN_SIZES_NM3 = (5e4, 2e5, 5e5, 1e6)
 NMS_NM = (200.0, 300.0, 400.0)
 PRE_POWERS = (1.0, 2.0, 4.0)
-POST_FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
-REACHES_NM = (60.0, 120.0)
+POST_FRACTIONS = (0.05, 0.1, 0.15, 0.18, 0.2, 0.25, 0.3)
+REACHES_NM = (30.0, 60.0, 120.0)
+CONTACTS = ("postsynaptic", "synapse_squared")  # what weighs each contact probe
 MIN_POST_WEIGHTS = (3.0, 1.0)
 FACINGS_NM = ((30.0, 60.0, 90.0), (15.0, 30.0, 45.0), ())  # (): the plain contact rule
 # Partner probes are a random subset of each synapse's voxels (seed 0 in the product),
@@ -306,9 +308,11 @@ def main() -> None:
         truth_partner_rows,
     )
     from napari_connectome.core.synapse_probes import (
+        CONTACT_WEIGHT,
         FACING_NM,
         PRE_POWER,
         REACH_NM,
+        contact_source,
         partner_probes,
     )
     from napari_connectome.core.synapse_table import MIN_CONTACTS, POST_FRACTION, SynapseTable
@@ -378,22 +382,24 @@ def main() -> None:
         )
     print("\npartners on the training phantoms (true neurons as the segmentation):")
     print(
-        "| pre_power | post_fraction | reach (nm) | min_contacts | facing (nm) "
+        "| pre_power | post_fraction | reach (nm) | min_contacts | facing (nm) | contact weight "
         "| partner accuracy | presynaptic right |"
     )
-    print("|---:|---:|---:|---:|---|---:|---:|")
+    print("|---:|---:|---:|---:|---|---|---:|---:|")
     phantoms = [s for s in sets if s["kind"] == "phantom"]
 
     truths = [truth_partner_rows(s["phantom"].synapse_table, s["voxel"]) for s in phantoms]
 
     @functools.cache
-    def probes_of(index, power, reach, facing, probe_seed):
+    def probes_of(index, power, reach, facing, contact, probe_seed):
         # the probes do not depend on the share or the least weight: built once each
         s = phantoms[index]
+        weights, contact_power = contact_source(s["maps"].synapse, s["maps"].postsynaptic, contact)
         return partner_probes(
             s["found"],
             s["maps"].presynaptic,
-            s["maps"].postsynaptic,
+            weights,
+            contact_power=contact_power,
             reach_nm=reach,
             pre_power=power,
             facing_nm=facing,
@@ -401,11 +407,11 @@ def main() -> None:
         )
 
     def partners(index, setting, probe_seed=0):
-        power, fraction, reach, least, facing = setting
+        power, fraction, reach, least, facing, contact = setting
         s = phantoms[index]
         return SynapseTable.from_probes(
             s["found"],
-            probes_of(index, power, reach, facing, probe_seed),
+            probes_of(index, power, reach, facing, contact, probe_seed),
             s["phantom"].neurons,
             post_fraction=fraction,
             min_contacts=least,
@@ -418,19 +424,19 @@ def main() -> None:
         )
 
     def cells(setting):
-        power, fraction, reach, least, facing = setting
+        power, fraction, reach, least, facing, contact = setting
         facing = ", ".join(f"{d:g}" for d in facing) or "none"
-        return f"| {power:g} | {fraction:g} | {reach:g} | {least:g} | {facing} |"
+        return f"| {power:g} | {fraction:g} | {reach:g} | {least:g} | {facing} | {contact} |"
 
     results = {}
     for setting in itertools.product(
-        PRE_POWERS, POST_FRACTIONS, REACHES_NM, MIN_POST_WEIGHTS, FACINGS_NM
+        PRE_POWERS, POST_FRACTIONS, REACHES_NM, MIN_POST_WEIGHTS, FACINGS_NM, CONTACTS
     ):
         results[setting] = score = pooled(setting)
         print(f"{cells(setting)} {score['accuracy']:.3f} | {score['pre_accuracy']:.3f} |")
     # the finalists are re-scored with other probe subsets: the choice goes by the mean
     # (on a tie, to the setting that keeps most of the current defaults)
-    current = (PRE_POWER, POST_FRACTION, REACH_NM, MIN_CONTACTS, tuple(FACING_NM))
+    current = (PRE_POWER, POST_FRACTION, REACH_NM, MIN_CONTACTS, tuple(FACING_NM), CONTACT_WEIGHT)
     finalists = sorted(results, key=lambda k: -results[k]["accuracy"])[:FINALISTS]
     spread = {
         k: [results[k]["accuracy"]] + [pooled(k, seed)["accuracy"] for seed in PROBE_SEEDS[1:]]
@@ -445,19 +451,20 @@ def main() -> None:
     )
     print(f"\nthe {FINALISTS} best, with probe subsets of seeds {PROBE_SEEDS}:")
     print(
-        "| pre_power | post_fraction | reach (nm) | min_contacts | facing (nm) "
+        "| pre_power | post_fraction | reach (nm) | min_contacts | facing (nm) | contact weight "
         "| seed 0 | mean | range |"
     )
-    print("|---:|---:|---:|---:|---|---:|---:|---|")
+    print("|---:|---:|---:|---:|---|---|---:|---:|---|")
     for k in sorted(finalists, key=lambda k: -np.mean(spread[k])):
         print(
             f"{cells(k)} {spread[k][0]:.3f} | {np.mean(spread[k]):.3f} | "
             f"{min(spread[k]):.3f}-{max(spread[k]):.3f} |"
         )
-    power, fraction, reach, least, facing = best
+    power, fraction, reach, least, facing, contact = best
     print(
         f"\nchosen partners: pre_power={power:g}, post_fraction={fraction:g}, "
-        f"reach_nm={reach:g}, min_contacts={least:g}, facing_nm={facing} "
+        f"reach_nm={reach:g}, min_contacts={least:g}, facing_nm={facing}, "
+        f"contact_weight={contact!r} "
         f"({results[best]['matched']} TP; exactly right {spread[best][0]:.3f} with the "
         f"product's probes, {np.mean(spread[best]):.3f} on average)"
     )

@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+from napari_connectome.core.synapses import assign_partners
 from napari_connectome.models.synapse_inference import SYNAPSE_OUTPUT
 from napari_connectome.models.unet import default_config
 from napari_connectome.synapse_detection import (
@@ -76,13 +77,25 @@ class NoPostsynapticSide(nn.Module):
         return torch.cat([DarkAndBright()(x), torch.full_like(x, -40.0)], dim=1)
 
 
-def test_the_postsynaptic_channel_reaches_the_partners():
+def test_the_synapse_probability_weighs_the_contacts_not_the_postsynaptic_channel():
     raw, seg = scene()
     model = (NoPostsynapticSide(), {**CONFIG, "out_channels": 3})
     result = detect_volume(raw, VS, segmentation=seg, model=model, device="cpu", min_size_nm3=0)
     assert result.postsynaptic is not None and result.postsynaptic.max() < 0.01
     assert len(result) == 2 and result.table.pre.tolist() == [1, 1]
-    assert len(result.table.pairs) == 0  # no postsynaptic weight anywhere: no partner
+    # contacts weigh the synapse probability squared (the default), so the silent
+    # postsynaptic channel takes no partner away
+    assert sorted(result.table.pairs[:, 1].tolist()) == [2, 3]
+    # weighed by the postsynaptic channel instead, no segment holds any weight
+    old = assign_partners(
+        result.detections,
+        seg,
+        result.presynaptic,
+        result.postsynaptic,
+        synapse=result.probability,
+        contact_weight="postsynaptic",
+    )
+    assert old.pre.tolist() == [1, 1] and len(old.pairs) == 0
 
 
 def test_without_segmentation_there_are_no_partners():

@@ -105,7 +105,12 @@ class SynapseResult:
             Also stored as :attr:`table`.
         """
         self.table = assign_partners(
-            self.detections, segmentation, self.presynaptic, self.postsynaptic, table=table
+            self.detections,
+            segmentation,
+            self.presynaptic,
+            self.postsynaptic,
+            synapse=self.probability,
+            table=table,
         )
         return self.table
 

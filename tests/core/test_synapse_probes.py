@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from napari_connectome.core.synapse_probes import PRE_POWER, partner_probes, probes_in_box
+from napari_connectome.core.synapse_probes import (
+    PRE_POWER,
+    contact_source,
+    partner_probes,
+    probes_in_box,
+)
 from napari_connectome.core.synapses import detect_synapses
 
 VS = (40.0, 4.0, 4.0)
@@ -50,6 +55,32 @@ def test_contact_probes_weigh_the_postsynaptic_probability():
     on_synapse = det.labels[tuple(probes.coords.T)] == 1
     expected = np.where(probes.coords[:, 2] >= 40, 0.6, 0.0) * on_synapse
     np.testing.assert_allclose(probes.contact, expected)
+
+
+def test_contact_power_raises_each_contact_weight():
+    det, pre = scene()
+    prob = np.zeros(pre.shape, np.float32)
+    prob[1, 30:50, 38:42] = 0.8
+    squared = partner_probes(det, pre, prob, contact_power=2.0, max_probes=10_000)
+    on_synapse = squared.contact > 0
+    assert on_synapse.sum() == 80
+    np.testing.assert_allclose(squared.contact[on_synapse], 0.64, rtol=1e-6)
+    with pytest.raises(ValueError, match="contact_power"):
+        partner_probes(det, pre, prob, contact_power=0.0)
+
+
+def test_contact_source_names_the_map_and_its_power():
+    synapse, post = np.full((2, 2), 0.5), np.full((2, 2), 0.25)
+    weights, power = contact_source(synapse, post, "synapse_squared")
+    assert weights is synapse and power == 2.0
+    weights, power = contact_source(synapse, post, "postsynaptic")
+    assert weights is post and power == 1.0
+    # the named map may be missing: the other one weighs the contacts, then none
+    assert contact_source(synapse, None, "postsynaptic") == (synapse, 2.0)
+    assert contact_source(None, post, "synapse_squared") == (post, 1.0)
+    assert contact_source(None, None) == (None, 1.0)
+    with pytest.raises(ValueError, match="contact weight must be one of"):
+        contact_source(synapse, post, "psd")
 
 
 def test_squared_weights_prefer_a_confident_small_side():

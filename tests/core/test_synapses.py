@@ -172,6 +172,23 @@ def test_a_postsynaptic_map_drops_a_neighbour_the_synapse_only_spills_into(polya
         assign_partners(det, seg, pre, post[:, :50])
 
 
+def test_contacts_weigh_the_squared_synapse_probability(polyadic_scene):
+    seg, prob, pre = polyadic_scene()
+    det = detect_synapses(prob, VS, min_size_nm3=0, peak_threshold=None)
+    confident = prob.copy()
+    confident[(prob > 0) & (seg == 3)] = 0.3  # the object is barely in 3: 0.09 squared
+    kept = assign_partners(det, seg, pre, synapse=prob, contact_weight="synapse_squared")
+    assert sorted(kept.pairs[:, 1].tolist()) == [2, 3]
+    table = assign_partners(det, seg, pre, synapse=confident, contact_weight="synapse_squared")
+    with pytest.raises(ValueError, match="synapse probability map"):
+        assign_partners(det, seg, pre, synapse=prob[:, :50])
+    assert table.pre.tolist() == [1] and table.pairs[:, 1].tolist() == [2]
+    # the postsynaptic map, when chosen, weighs the contacts instead
+    post = np.ones(seg.shape, np.float32)
+    chosen = assign_partners(det, seg, pre, post, synapse=confident, contact_weight="postsynaptic")
+    assert sorted(chosen.pairs[:, 1].tolist()) == [2, 3]
+
+
 def test_segment_without_presynaptic_map_still_assigns(polyadic_scene):
     seg, prob, _ = polyadic_scene()
     det = detect_synapses(prob, VS, min_size_nm3=0, peak_threshold=None)

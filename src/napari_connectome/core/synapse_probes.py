@@ -1,8 +1,8 @@
 """Partner probes: where each synapse reads its partners from a segmentation.
 
 Around each synapse a fixed set of voxels is picked once, from the prediction:
-contact probes (the synapse's own voxels, weighted by the postsynaptic-side
-probability when the model predicts one) and zone probes (voxels within
+contact probes (the synapse's own voxels, each weighted by the contact map of
+:func:`contact_source`: the synapse probability squared by default) and zone probes (voxels within
 ``reach_nm``, weighted by the presynaptic-side probability raised to
 ``pre_power``: a power above 1 favours the segment with a few confident
 presynaptic voxels over a large segment with many lukewarm ones), and, with a
@@ -23,10 +23,13 @@ import numpy as np
 from scipy import ndimage as ndi
 
 __all__ = [
+    "CONTACT_WEIGHT",
+    "CONTACT_WEIGHTS",
     "FACING_NM",
     "PRE_POWER",
     "REACH_NM",
     "PartnerProbes",
+    "contact_source",
     "partner_probes",
     "probes_in_box",
 ]
@@ -45,6 +48,50 @@ FACING_SMOOTHING_NM = 16.0
 #: for a contact probe to get facing probes (where the map is flat or only noisy, it
 #: gives no direction).
 FACING_MIN_RISE = 0.02
+#: What weighs each contact probe (chosen with the settings above):
+#: ``"synapse_squared"``, the synapse probability squared (a segment counts by how
+#: confidently the synapse lies in it), or ``"postsynaptic"``, the postsynaptic-side
+#: probability (the network's third channel, trained on phantoms only).
+CONTACT_WEIGHTS = ("synapse_squared", "postsynaptic")
+CONTACT_WEIGHT = "synapse_squared"
+
+
+def contact_source(
+    synapse: np.ndarray | None,
+    postsynaptic: np.ndarray | None,
+    kind: str = CONTACT_WEIGHT,
+) -> tuple[np.ndarray | None, float]:
+    """Return the map and the power that weigh each contact probe (see :data:`CONTACT_WEIGHTS`).
+
+    Parameters
+    ----------
+    synapse : numpy.ndarray or None
+        Synapse probability.
+    postsynaptic : numpy.ndarray or None
+        Postsynaptic-side probability (None from a two-channel model).
+    kind : str
+        ``"synapse_squared"`` or ``"postsynaptic"``. The map it names may be missing
+        (no synapse probability given, or a model without a postsynaptic channel):
+        then the other one is used, and without either every contact weighs 1.
+
+    Returns
+    -------
+    tuple
+        ``(map or None, power)``: each contact probe weighs ``map ** power`` (the
+        arguments ``contact`` and ``contact_power`` of :func:`partner_probes`).
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is not one of :data:`CONTACT_WEIGHTS`.
+    """
+    if kind not in CONTACT_WEIGHTS:
+        raise ValueError(f"contact weight must be one of {CONTACT_WEIGHTS}; got {kind!r}")
+    squared, post = (synapse, 2.0), (postsynaptic, 1.0)
+    first, second = (squared, post) if kind == "synapse_squared" else (post, squared)
+    if first[0] is not None:
+        return first
+    return second if second[0] is not None else (None, 1.0)
 
 
 @dataclass
@@ -59,7 +106,7 @@ class PartnerProbes:
         ``(m, ndim)`` voxel coordinates.
     contact : numpy.ndarray
         ``(m,)`` postsynaptic weight: on contact probes (the synapse's own voxels) 1,
-        or the postsynaptic-side probability when a postsynaptic map was given; 0 on
+        or the contact map's value to the contact power when one was given; 0 on
         zone probes.
     pre : numpy.ndarray
         ``(m,)`` presynaptic-side weight of each probe (0 on contact probes).
@@ -109,8 +156,9 @@ def probes_in_box(coords: np.ndarray, box) -> np.ndarray:
 def partner_probes(
     detections,
     presynaptic: np.ndarray | None = None,
-    postsynaptic: np.ndarray | None = None,
+    contact: np.ndarray | None = None,
     *,
+    contact_power: float = 1.0,
     reach_nm: float = REACH_NM,
     max_probes: int = 256,
     seed: int = 0,
@@ -127,10 +175,13 @@ def partner_probes(
         Presynaptic-side probability of the same shape; without it every zone voxel
         weighs 1 (the presynaptic side is then the segment around the synapse with
         the most zone voxels, a weaker rule) and there are no facing probes.
-    postsynaptic : numpy.ndarray, optional
-        Postsynaptic-side probability of the same shape; it weighs each contact probe
-        (without it every contact probe weighs 1, and a neighbour the synapse object
-        spills into counts like a partner).
+    contact : numpy.ndarray, optional
+        Contact map of the same shape (:func:`contact_source`); each contact probe
+        weighs its value to the power ``contact_power`` (without it every contact probe
+        weighs 1, and a neighbour the synapse object spills into counts like a
+        partner).
+    contact_power : float
+        That power (2 for the synapse probability, 1 for the postsynaptic one).
     reach_nm : float
         Radius of the zone around each synapse.
     max_probes : int
@@ -154,12 +205,13 @@ def partner_probes(
         The probes.
     """
     labels = detections.labels
-    if not pre_power > 0:
-        raise ValueError(f"pre_power must be a positive number; got {pre_power!r}")
+    for name, power in (("pre_power", pre_power), ("contact_power", contact_power)):
+        if not power > 0:
+            raise ValueError(f"{name} must be a positive number; got {power!r}")
     facing_nm = tuple(facing_nm)
     if any(not d > 0 for d in facing_nm):
         raise ValueError(f"facing distances must be positive numbers; got {facing_nm!r}")
-    for side, volume in (("presynaptic", presynaptic), ("postsynaptic", postsynaptic)):
+    for side, volume in (("presynaptic", presynaptic), ("contact weight", contact)):
         if volume is not None and np.shape(volume) != labels.shape:
             raise ValueError(
                 f"the {side} map {np.shape(volume)} does not match the synapse labels "
@@ -186,12 +238,14 @@ def partner_probes(
             coords = np.argwhere(mask)
             if len(coords) > max_probes:
                 coords = coords[np.sort(rng.choice(len(coords), max_probes, replace=False))]
-            side = postsynaptic if is_contact else presynaptic
+            side = contact if is_contact else presynaptic
             weight = np.ones(len(coords))
             if side is not None:
                 weight = np.asarray(side[grown][tuple(coords.T)], float)
             none = np.zeros(len(coords))
-            post_w, pre_w = (weight, none) if is_contact else (none, weight**pre_power)
+            post_w, pre_w = (
+                (weight**contact_power, none) if is_contact else (none, weight**pre_power)
+            )
             parts.append((row, coords + origin, post_w, pre_w, np.full(len(coords), -1)))
             if is_contact:
                 contact_start, contact_coords = count, coords

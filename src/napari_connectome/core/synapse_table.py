@@ -42,7 +42,7 @@ SYNAPSE_ROW_DTYPE = np.dtype(
 #: Postsynaptic rule of the bundled synapse model (chosen with the partner settings of
 #: :mod:`.synapse_probes`): a non-presynaptic segment is postsynaptic when it holds at
 #: least this share of the largest non-presynaptic postsynaptic weight, and this much.
-POST_FRACTION = 0.25
+POST_FRACTION = 0.18
 MIN_CONTACTS = 3
 
 #: One row of :meth:`SynapseTable.candidate_weights`.

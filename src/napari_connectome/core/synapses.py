@@ -15,8 +15,8 @@ Partners (:class:`SynapseTable`): around each synapse a fixed set of *probe*
 voxels is kept once, from the prediction:
 
 - contact probes: the synapse's own voxels (both sides of the cleft), each
-  weighted by the postsynaptic-side probability (the network's third channel;
-  1 from a two-channel model);
+  weighted by the synapse probability squared (``CONTACT_WEIGHT``; or by the
+  postsynaptic-side probability, the network's third channel);
 - zone probes: the voxels within ``reach_nm`` of it, each weighted by the
   presynaptic-side probability (the network's second channel) to the power
   ``PRE_POWER``;
@@ -46,10 +46,19 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
-from .synapse_probes import FACING_NM, PRE_POWER, REACH_NM, PartnerProbes, partner_probes
+from .synapse_probes import (
+    CONTACT_WEIGHT,
+    FACING_NM,
+    PRE_POWER,
+    REACH_NM,
+    PartnerProbes,
+    contact_source,
+    partner_probes,
+)
 from .synapse_table import MIN_CONTACTS, POST_FRACTION, SynapseTable
 
 __all__ = [
+    "CONTACT_WEIGHT",
     "DETECTION_DEFAULTS",
     "FACING_NM",
     "MIN_CONTACTS",
@@ -276,7 +285,9 @@ def assign_partners(
     presynaptic: np.ndarray | None = None,
     postsynaptic: np.ndarray | None = None,
     *,
+    synapse: np.ndarray | None = None,
     table=None,
+    contact_weight: str = CONTACT_WEIGHT,
     reach_nm: float = REACH_NM,
     post_fraction: float = POST_FRACTION,
     min_contacts: float = MIN_CONTACTS,
@@ -295,8 +306,14 @@ def assign_partners(
         Presynaptic-side probability map (the synapse network's second channel).
     postsynaptic : numpy.ndarray, optional
         Postsynaptic-side probability map (the third channel, when the model has it).
+    synapse : numpy.ndarray, optional
+        Synapse probability map (the first channel).
     table : numpy.ndarray, optional
         Fragment-to-segment table, when ``segmentation`` holds fragments.
+    contact_weight : str
+        What weighs each contact probe (:data:`CONTACT_WEIGHT`, see
+        :func:`contact_source`): the synapse probability squared, or the
+        postsynaptic-side probability; whichever map is given when only one is.
     reach_nm, post_fraction, min_contacts, pre_power, facing_nm
         See :func:`partner_probes` and :class:`SynapseTable`.
 
@@ -315,10 +332,18 @@ def assign_partners(
             "partners need a segmentation: segment the image first (or choose a "
             "segmentation layer of the same shape)"
         )
+    for name, volume in (("postsynaptic", postsynaptic), ("synapse probability", synapse)):
+        if volume is not None and np.shape(volume) != detections.labels.shape:
+            raise ValueError(
+                f"the {name} map {np.shape(volume)} does not match the synapse labels "
+                f"{detections.labels.shape}"
+            )
+    contact, contact_power = contact_source(synapse, postsynaptic, contact_weight)
     probes = partner_probes(
         detections,
         presynaptic,
-        postsynaptic,
+        contact,
+        contact_power=contact_power,
         reach_nm=reach_nm,
         pre_power=pre_power,
         facing_nm=facing_nm,

@@ -330,7 +330,9 @@ def validate_synapse_model(weights, data_dir, seed: int = 0, phantom_shape=(24, 
             "detection": detection_scores(found, item["truth"], item["voxel_size"]),
         }
         if "neurons" in item:
-            table = assign_partners(found, item["neurons"], maps.presynaptic, maps.postsynaptic)
+            table = assign_partners(
+                found, item["neurons"], maps.presynaptic, maps.postsynaptic, synapse=maps.synapse
+            )
             truth_rows = truth_partner_rows(item["table"], item["voxel_size"])
             entry["partners"] = partner_accuracy(table, truth_rows)
         scores[item["name"]] = entry
