@@ -9,7 +9,8 @@ Measures, with the synapse model (bundled by default):
   the 3D face-connected components of the annotation: VNC's is a 0/1 mask, and
   ISBI's 8-bit ids cut one synaptic region into touching pieces (cleft membrane
   and cytoplasm on each side, 84 ids in 25 regions), so ISBI is also scored
-  with the ids as objects, for reference;
+  with the ids as objects, for reference; and both pooled (matches, detections
+  and truth summed, as the phantoms are pooled);
 - the same on four phantoms of seeds never used in training or tuning (two
   serial-section ones and two FIB-SEM-like ones, large enough to hold 10-60
   synapses each), and partner accuracy on them (the phantom knows every
@@ -273,17 +274,14 @@ def update_timings(kept) -> dict:
     return out
 
 
-def pooled(phantoms: list[dict]) -> dict:
-    """Score all phantom synapses together (detection and partners)."""
-    from napari_connectome.core.synapse_metrics import pooled_partner_accuracy
-
-    tp = sum(p["detection"]["tp"] for p in phantoms)
-    found = sum(p["detection"]["n_found"] for p in phantoms)
-    truth = sum(p["detection"]["n_truth"] for p in phantoms)
+def pooled_detection(items: list[dict]) -> dict:
+    """Score the synapses of several volumes together (one to one matches summed)."""
+    tp = sum(p["detection"]["tp"] for p in items)
+    found = sum(p["detection"]["n_found"] for p in items)
+    truth = sum(p["detection"]["n_truth"] for p in items)
     precision = tp / found if found else 0.0
     recall = tp / truth if truth else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    partners = pooled_partner_accuracy(p["partners"] for p in phantoms)
     return {
         "n_truth": truth,
         "n_found": found,
@@ -291,6 +289,16 @@ def pooled(phantoms: list[dict]) -> dict:
         "precision": precision,
         "recall": recall,
         "f1": f1,
+    }
+
+
+def pooled(phantoms: list[dict]) -> dict:
+    """Score all phantom synapses together (detection and partners)."""
+    from napari_connectome.core.synapse_metrics import pooled_partner_accuracy
+
+    partners = pooled_partner_accuracy(p["partners"] for p in phantoms)
+    return {
+        **pooled_detection(phantoms),
         "partner_accuracy": partners["accuracy"],
         "pre_accuracy": partners["pre_accuracy"],
         "partner_matched": partners["matched"],
@@ -310,6 +318,7 @@ def run(args) -> dict:
     updates = update_timings(kept)
     return {
         "phantom_pooled": pooled(phantoms),
+        "real_pooled": pooled_detection(real),
         "model": args.model,
         "detection_defaults": DETECTION_DEFAULTS,
         "threads": args.threads,
@@ -321,6 +330,23 @@ def run(args) -> dict:
     }
 
 
+def _row(item: dict) -> str:
+    """One volume's row of the detection table."""
+    d = item["detection"]
+    p = item.get("partners")
+    partner = "n/a (no partner truth)"
+    if p:
+        partner = (
+            f"{p['accuracy']:.3f} ({p['pre_accuracy']:.3f} / "
+            f"{p['post_precision']:.3f} / {p['post_recall']:.3f}), {p['matched']} TP"
+        )
+    return (
+        f"| {item['name']} | {d['n_truth']} | {d['n_found']} | {d['tp']} | "
+        f"{d['precision']:.3f} | {d['recall']:.3f} | {d['f1']:.3f} | {partner} | "
+        f"{item['mvox_per_s']:.2f} |"
+    )
+
+
 def markdown(res: dict) -> str:
     lines = [
         f"Synapse model `{res['model']}`, CPU, {res['threads']} torch threads; detection "
@@ -330,20 +356,16 @@ def markdown(res: dict) -> str:
         "(pre / post P / post R) | model Mvox/s |",
         "|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
-    for item in [*res["real"], *res["phantoms"]]:
-        d = item["detection"]
-        p = item.get("partners")
-        partner = "n/a (no partner truth)"
-        if p:
-            partner = (
-                f"{p['accuracy']:.3f} ({p['pre_accuracy']:.3f} / "
-                f"{p['post_precision']:.3f} / {p['post_recall']:.3f}), {p['matched']} TP"
-            )
+    for item in res["real"]:
+        lines.append(_row(item))
+    r = res["real_pooled"]
+    if res["real"]:
         lines.append(
-            f"| {item['name']} | {d['n_truth']} | {d['n_found']} | {d['tp']} | "
-            f"{d['precision']:.3f} | {d['recall']:.3f} | {d['f1']:.3f} | {partner} | "
-            f"{item['mvox_per_s']:.2f} |"
+            f"| real sections pooled | {r['n_truth']} | {r['n_found']} | {r['tp']} | "
+            f"{r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | | |"
         )
+    for item in res["phantoms"]:
+        lines.append(_row(item))
     q = res["phantom_pooled"]
     lines.append(
         f"| all phantoms pooled | {q['n_truth']} | {q['n_found']} | {q['tp']} | "

@@ -74,8 +74,9 @@ class SynapseResult:
     settings : dict
         The detection settings used.
     postsynaptic : numpy.ndarray or None
-        ``float32`` postsynaptic-side probability (None from a two-channel model:
-        partners then count the synapse's own voxels in each segment).
+        ``float32`` postsynaptic-side probability (None from a two-channel model;
+        partners weigh each contact by the synapse probability squared either way,
+        see :func:`~.core.synapse_probes.contact_source`).
     """
 
     detections: SynapseDetections

@@ -75,9 +75,12 @@ def test_contact_source_names_the_map_and_its_power():
     assert weights is synapse and power == 2.0
     weights, power = contact_source(synapse, post, "postsynaptic")
     assert weights is post and power == 1.0
-    # the named map may be missing: the other one weighs the contacts, then none
-    assert contact_source(synapse, None, "postsynaptic") == (synapse, 2.0)
-    assert contact_source(None, post, "synapse_squared") == (post, 1.0)
+    # the named map may be missing: the other one weighs the contacts (with a
+    # warning), and without either none does
+    with pytest.warns(UserWarning, match="'postsynaptic' needs a map"):
+        assert contact_source(synapse, None, "postsynaptic") == (synapse, 2.0)
+    with pytest.warns(UserWarning, match="using 'postsynaptic'"):
+        assert contact_source(None, post, "synapse_squared") == (post, 1.0)
     assert contact_source(None, None) == (None, 1.0)
     with pytest.raises(ValueError, match="contact weight must be one of"):
         contact_source(synapse, post, "psd")

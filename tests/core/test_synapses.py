@@ -163,13 +163,14 @@ def test_a_postsynaptic_map_drops_a_neighbour_the_synapse_only_spills_into(polya
     post[seg == 2] = 0.9  # the model sees a postsynaptic density in 2 only
     post[seg == 3] = 0.05
     assert sorted(assign_partners(det, seg, pre).pairs[:, 1].tolist()) == [2, 3]
-    table = assign_partners(det, seg, pre, post)
+    by_post = {"synapse": prob, "contact_weight": "postsynaptic"}
+    table = assign_partners(det, seg, pre, post, **by_post)
     assert table.pre.tolist() == [1] and table.pairs[:, 1].tolist() == [2]
     # the weights sum the probabilities: with a low enough share, 3 comes back
-    lenient = assign_partners(det, seg, pre, post, post_fraction=0.01, min_contacts=0.5)
+    lenient = assign_partners(det, seg, pre, post, post_fraction=0.01, min_contacts=0.5, **by_post)
     assert sorted(lenient.pairs[:, 1].tolist()) == [2, 3]
     with pytest.raises(ValueError, match="postsynaptic map"):
-        assign_partners(det, seg, pre, post[:, :50])
+        assign_partners(det, seg, pre, post[:, :50], **by_post)
 
 
 def test_contacts_weigh_the_squared_synapse_probability(polyadic_scene):
@@ -180,13 +181,19 @@ def test_contacts_weigh_the_squared_synapse_probability(polyadic_scene):
     kept = assign_partners(det, seg, pre, synapse=prob, contact_weight="synapse_squared")
     assert sorted(kept.pairs[:, 1].tolist()) == [2, 3]
     table = assign_partners(det, seg, pre, synapse=confident, contact_weight="synapse_squared")
-    with pytest.raises(ValueError, match="synapse probability map"):
-        assign_partners(det, seg, pre, synapse=prob[:, :50])
     assert table.pre.tolist() == [1] and table.pairs[:, 1].tolist() == [2]
     # the postsynaptic map, when chosen, weighs the contacts instead
     post = np.ones(seg.shape, np.float32)
     chosen = assign_partners(det, seg, pre, post, synapse=confident, contact_weight="postsynaptic")
     assert sorted(chosen.pairs[:, 1].tolist()) == [2, 3]
+    # without the synapse map the postsynaptic one stands in, and says so
+    with pytest.warns(UserWarning, match="using 'postsynaptic'"):
+        fallback = assign_partners(det, seg, pre, post)
+    assert sorted(fallback.pairs[:, 1].tolist()) == [2, 3]
+    with pytest.raises(ValueError, match="synapse probability map"):
+        assign_partners(det, seg, pre, synapse=prob[:, :50])
+    with pytest.raises(ValueError, match="contact weight must be one of"):
+        assign_partners(det, seg, pre, synapse=prob, contact_weight="psd")
 
 
 def test_segment_without_presynaptic_map_still_assigns(polyadic_scene):

@@ -17,6 +17,7 @@ Pure numpy/scipy.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,7 +73,9 @@ def contact_source(
     kind : str
         ``"synapse_squared"`` or ``"postsynaptic"``. The map it names may be missing
         (no synapse probability given, or a model without a postsynaptic channel):
-        then the other one is used, and without either every contact weighs 1.
+        then the other one is used, with a warning, and without either every contact
+        weighs 1. (A two-channel model with ``"postsynaptic"`` gets the synapse
+        probability squared, not the unit weights of the rule before it.)
 
     Returns
     -------
@@ -91,7 +94,14 @@ def contact_source(
     first, second = (squared, post) if kind == "synapse_squared" else (post, squared)
     if first[0] is not None:
         return first
-    return second if second[0] is not None else (None, 1.0)
+    if second[0] is None:
+        return None, 1.0
+    other = "postsynaptic" if kind == "synapse_squared" else "synapse_squared"
+    warnings.warn(
+        f"contact weight {kind!r} needs a map that was not given; using {other!r}",
+        stacklevel=2,
+    )
+    return second
 
 
 @dataclass
@@ -105,8 +115,8 @@ class PartnerProbes:
     coords : numpy.ndarray
         ``(m, ndim)`` voxel coordinates.
     contact : numpy.ndarray
-        ``(m,)`` postsynaptic weight: on contact probes (the synapse's own voxels) 1,
-        or the contact map's value to the contact power when one was given; 0 on
+        ``(m,)`` contact weight: on contact probes (the synapse's own voxels) 1, or
+        the contact map's value to the contact power when one was given; 0 on
         zone probes.
     pre : numpy.ndarray
         ``(m,)`` presynaptic-side weight of each probe (0 on contact probes).

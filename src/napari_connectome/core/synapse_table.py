@@ -75,7 +75,7 @@ class SynapseTable:
         A non-presynaptic segment is postsynaptic when it holds at least this share
         of the largest non-presynaptic postsynaptic weight and at least
         ``min_contacts`` of it. That weight is the sum of its contact probes'
-        postsynaptic probabilities (1 each for a two-channel model), each times the
+        weights (see :func:`~.synapse_probes.contact_source`), each times the
         share of its facing probes that land in the presynaptic segment (times 1
         without facing probes, or for a synapse where no segment reaches
         ``min_contacts`` that way: a synapse always keeps its contacts).

@@ -311,9 +311,11 @@ def assign_partners(
     table : numpy.ndarray, optional
         Fragment-to-segment table, when ``segmentation`` holds fragments.
     contact_weight : str
-        What weighs each contact probe (:data:`CONTACT_WEIGHT`, see
-        :func:`contact_source`): the synapse probability squared, or the
-        postsynaptic-side probability; whichever map is given when only one is.
+        What weighs each contact probe: ``"synapse_squared"`` (the default,
+        :data:`CONTACT_WEIGHT`), the synapse probability squared, or
+        ``"postsynaptic"``, the postsynaptic-side probability. When the map it names
+        is not given, the other one is used, with a warning (see
+        :func:`contact_source`).
     reach_nm, post_fraction, min_contacts, pre_power, facing_nm
         See :func:`partner_probes` and :class:`SynapseTable`.
 
@@ -325,7 +327,8 @@ def assign_partners(
     Raises
     ------
     ValueError
-        If the segmentation is missing or its shape differs from the synapses'.
+        If the segmentation is missing or its shape differs from the synapses', if
+        a probability map has another shape, or if ``contact_weight`` is unknown.
     """
     if segmentation is None:
         raise ValueError(

@@ -13,7 +13,7 @@ Layout added to an existing segmentation store (``OUTPUT.zarr``, zarr format 2):
             volumes_nm3         (n,) float64
             probe_synapse       (m,) int64   row of each partner probe
             probe_coords        (m, ndim) int64 voxel coordinates
-            probe_contact       (m,) float64 postsynaptic weight (0 on zone and facing probes)
+            probe_contact       (m,) float64 contact weight (0 on zone and facing probes)
             probe_pre           (m,) float64 presynaptic weight
             probe_facing_from   (m,) int64   contact probe a facing probe faces from
                                              (-1 elsewhere; absent in older stores)
