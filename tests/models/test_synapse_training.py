@@ -110,7 +110,7 @@ def test_a_two_channel_synapse_model_grows_a_postsynaptic_head(tmp_path):
         train_synapses(config(tmp_path, "neg.safetensors", steps=0, post_weight=-1.0))
 
 
-def test_validation_scores_and_command_line(tmp_path, capsys):
+def test_validation_scores_and_command_line(tmp_path, capsys, monkeypatch):
     cfg = config(tmp_path)
     data = cfg.data_dir
     args = [
@@ -149,7 +149,19 @@ def test_validation_scores_and_command_line(tmp_path, capsys):
     assert trained["pre_weight"] == 0.25 and trained["post_weight"] == 0.75
     assert trained["stop_after_steps"] == 1
     assert load_synapse_model(cfg.output)[1]["out_channels"] == 3
+    from napari_connectome.core import synapses
+
+    calls = []
+    assign = synapses.assign_partners
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return assign(*args, **kwargs)
+
+    monkeypatch.setattr(synapses, "assign_partners", recording)
     scores = validate_synapse_model(cfg.output, data, phantom_shape=(6, 64, 64))
+    # partners are scored as the product reads them: contacts weigh the synapse map
+    assert calls and all(c.get("synapse") is not None for c in calls)
     isbi = scores["isbi2012_cardona_3d"]
     assert isbi["sections"] == list(range(20, 30))
     assert set(isbi["detection"]) >= {"precision", "recall", "f1"}
