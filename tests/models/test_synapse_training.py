@@ -138,8 +138,6 @@ def test_validation_scores_and_command_line(tmp_path, capsys, monkeypatch):
         "0.25",
         "--post-weight",
         "0.75",
-        "--spill-weight",
-        "0.5",
         "--stop-after-steps",
         "1",
         "--threads",
@@ -149,7 +147,6 @@ def test_validation_scores_and_command_line(tmp_path, capsys, monkeypatch):
     assert training_main(args, prog="napari-connectome train") == 0
     trained = json.loads(record_path(cfg.output).read_text())["training_config"]
     assert trained["pre_weight"] == 0.25 and trained["post_weight"] == 0.75
-    assert trained["spill_weight"] == 0.5
     assert trained["stop_after_steps"] == 1
     assert load_synapse_model(cfg.output)[1]["out_channels"] == 3
     from napari_connectome.core import synapses
@@ -207,27 +204,3 @@ def test_the_partner_channels_learn_only_where_they_have_truth(post_weight):
     assert grad[0, 0] > 0 and grad[1, 0] > 0  # the synapse channel everywhere
     assert grad[0, 1] > 0 and grad[1, 1] == 0  # presynaptic: phantom planes only
     assert (grad[0, 2] > 0) == (post_weight > 0) and grad[1, 2] == 0
-
-
-def test_the_spill_loss_pushes_down_only_near_phantom_synapses():
-    import torch
-
-    from napari_connectome.models.synapse_training import SPILL_NM, _loss
-
-    targets = torch.zeros(2, 2, 64, 64)
-    targets[:, 0, 30:34, 30:34] = 1.0  # one synapse in each plane
-    masks = torch.ones(2, 1, 64, 64)
-    partner_truth = torch.tensor([1.0, 0.0]).reshape(2, 1, 1, 1)  # a phantom, a real plane
-    grads = {}
-    for weight in (0.0, 1.0):
-        cfg = SynapseTrainingConfig(output="unused", spill_weight=weight)
-        logits = torch.zeros(2, 2, 64, 64, requires_grad=True)
-        _loss(logits, targets, masks, partner_truth, cfg, pixel_nm=8.0).backward()
-        grads[weight] = logits.grad[:, 0]
-    extra = (grads[1.0] - grads[0.0]).abs()
-    reach = round(SPILL_NM / 8.0)  # 15 canonical pixels
-    assert extra[1].max() == 0  # a real plane: no spill loss
-    assert extra[0, 30:34, 30:34].max() == 0  # the synapse itself: none
-    assert extra[0, 32, 34 + reach - 1] > 0 and extra[0, 32, 20] > 0  # near: pushed down
-    assert extra[0, 0, 0] == 0 and extra[0, 32, 34 + reach + 2] == 0  # far: untouched
-    assert bool(torch.all(grads[1.0][0, 32, 36:45] >= grads[0.0][0, 32, 36:45]))

@@ -49,17 +49,7 @@ from .training_loop import (
 from .unet import build_model, default_config
 from .weights import bundled_model_path, load_model, save_model
 
-__all__ = [
-    "SPILL_NM",
-    "SynapseTrainingConfig",
-    "main",
-    "train_synapses",
-    "validate_synapse_model",
-]
-
-#: Reach (nm) of the spill loss around each synapse (see ``spill_weight``): the
-#: partner zones' radius.
-SPILL_NM = 120.0
+__all__ = ["SynapseTrainingConfig", "main", "train_synapses", "validate_synapse_model"]
 
 
 @dataclass
@@ -89,11 +79,6 @@ class SynapseTrainingConfig:
     post_weight : float
         Weight of the postsynaptic channel's loss; 0 (the default) trains a
         two-channel model without that channel.
-    spill_weight : float
-        Weight of an extra loss on the synapse channel over the pixels near a synapse
-        that are not synapse (within ``SPILL_NM`` of one), on planes with partner
-        truth (phantoms, whose synapses are all marked): where the synapse object
-        would spill into a neighbour that is no partner. 0 (the default): none.
     positive_fraction : float
         Share of patches centred on a synapse.
     init_weights : str or None
@@ -133,7 +118,6 @@ class SynapseTrainingConfig:
     dice_weight: float = 0.5
     pre_weight: float = 0.5
     post_weight: float = 0.0
-    spill_weight: float = 0.0
     positive_fraction: float = 0.5
     init_weights: str | None = "bundled"
     seed: int = 0
@@ -150,7 +134,7 @@ class SynapseTrainingConfig:
 
 
 def _initial_model(config: SynapseTrainingConfig):
-    if config.pre_weight < 0 or config.post_weight < 0 or config.spill_weight < 0:
+    if config.pre_weight < 0 or config.post_weight < 0:
         raise ValueError(
             f"the channel loss weights must be >= 0; got pre {config.pre_weight}, "
             f"post {config.post_weight}"
@@ -184,16 +168,12 @@ def _initial_model(config: SynapseTrainingConfig):
     return model, model_config
 
 
-def _loss(logits, targets, masks, partner_mask, config: SynapseTrainingConfig, pixel_nm=8.0):
-    """Synapse loss everywhere; the partner channels' and the spill loss where they have truth."""
+def _loss(logits, targets, masks, partner_mask, config: SynapseTrainingConfig):
+    """Synapse loss everywhere, plus the partner channels' where they have truth."""
     total = boundary_loss(logits[:, :1], targets[:, :1], masks, config.dice_weight)
     side_mask = masks * partner_mask
     if float(side_mask.sum()) == 0:
         return total
-    if config.spill_weight > 0:
-        total = total + config.spill_weight * _spill_loss(
-            logits[:, :1], targets[:, :1], side_mask, SPILL_NM / pixel_nm
-        )
     for channel, weight in ((1, config.pre_weight), (2, config.post_weight)):
         if weight == 0:
             continue
@@ -202,19 +182,6 @@ def _loss(logits, targets, masks, partner_mask, config: SynapseTrainingConfig, p
             logits[:, side], targets[:, side], side_mask, config.dice_weight
         )
     return total
-
-
-def _spill_loss(logits, synapse, mask, reach_px: float):
-    """Mean BCE towards 0 over the non-synapse pixels within ``reach_px`` of a synapse."""
-    k = 2 * max(1, round(reach_px)) + 1
-    near = torch.nn.functional.max_pool2d(synapse, k, stride=1, padding=k // 2) > 0.5
-    spill = (near & (synapse < 0.5)).float() * mask
-    if float(spill.sum()) == 0:
-        return logits.sum() * 0.0
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(
-        logits, torch.zeros_like(logits), reduction="none"
-    )
-    return (bce * spill).sum() / spill.sum()
 
 
 def train_synapses(
@@ -235,11 +202,9 @@ def train_synapses(
         The training record (also written to :func:`~.training.record_path`).
     """
     start, device, sources = start_run(config)
-    pixel_nm = []  # the model's canonical pixel, known once setup has built it
 
     def setup():
         model, model_config = _initial_model(config)
-        pixel_nm.append(model_config["pixel_size_nm"])
         samples = make_synapse_samples(
             sources,
             **sample_options(config, model_config),
@@ -254,7 +219,7 @@ def train_synapses(
         return model, model_config, samples, sampler
 
     def loss(logits, targets, masks, pre_weight):
-        return _loss(logits, targets, masks, pre_weight, config, pixel_nm[-1])
+        return _loss(logits, targets, masks, pre_weight, config)
 
     deadline = start + 60 * config.max_minutes if config.max_minutes else None
     # no bfloat16 autocast, unlike the boundary network: it has always trained in float32
@@ -422,13 +387,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         "model without it)",
     )
     parser.add_argument(
-        "--spill-weight",
-        type=float,
-        default=SynapseTrainingConfig.spill_weight,
-        help="weight of a loss against synapse probability near (not on) phantom "
-        "synapses (default 0: none)",
-    )
-    parser.add_argument(
         "--validate-only",
         action="store_true",
         help="only score the existing --output weights and update the record",
@@ -453,7 +411,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         stop_after_steps=args.stop_after_steps,
         pre_weight=args.pre_weight,
         post_weight=args.post_weight,
-        spill_weight=args.spill_weight,
     )
     return run_training(train_synapses, config)
 
