@@ -9,6 +9,7 @@ from napari_connectome.cli._synapses import (
     check_synapse_arguments,
     run_synapse_detection,
 )
+from napari_connectome.core.synapses import partner_defaults
 from napari_connectome.io.synapse_store import has_synapses, read_synapse_store
 from napari_connectome.synapse_detection import synapse_count
 
@@ -134,6 +135,8 @@ def test_bundled_model_on_a_phantom(phantom_store):
     stored = read_synapse_store(store)
     n = len(stored.detections)
     assert calls and calls[-1] == 1.0
+    assert stored.attrs["partner_rule"] == partner_defaults()
+    assert stored.attrs["partner_rule"]["contact_weight"] == "synapse_squared"
     labels = np.asarray(stored.labels[...])
     assert labels.shape == ph.raw.shape and labels.max() == n
     if n:  # how many the under-trained model finds is not this test's business

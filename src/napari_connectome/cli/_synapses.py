@@ -134,6 +134,7 @@ def run_synapse_detection(args, store_path, raw, voxel_size, report) -> str:
     import numpy as np
 
     from ..core.connectome import connectome_edges
+    from ..core.synapses import partner_defaults
     from ..io import read_segmentation_store
     from ..io.synapse_store import write_synapse_store
     from ..models import ModelFileError
@@ -165,12 +166,10 @@ def run_synapse_detection(args, store_path, raw, voxel_size, report) -> str:
     except ValueError as error:
         raise CommandError(str(error)) from error
     name = "bundled" if args.synapse_model == "bundled" else str(args.synapse_model)
-    write_synapse_store(
-        store_path,
-        result.detections,
-        result.table,
-        attrs={"model": {**result.model, "name": name}, "settings": result.settings},
-    )
+    attrs = {"model": {**result.model, "name": name}, "settings": result.settings}
+    if result.table is not None:  # SynapseResult.assign uses the default rule
+        attrs["partner_rule"] = partner_defaults()
+    write_synapse_store(store_path, result.detections, result.table, attrs=attrs)
     if not len(result):
         from ..synapse_detection import no_synapses_message
 

@@ -72,6 +72,7 @@ __all__ = [
     "assign_partners",
     "detect_synapses",
     "effective_peak_threshold",
+    "partner_defaults",
     "partner_probes",
 ]
 
@@ -277,6 +278,28 @@ def detect_synapses(
         confidence=np.asarray(conf, float),
         voxel_size=tuple(float(v) for v in vs),
     )
+
+
+def partner_defaults() -> dict:
+    """Return the partner settings :func:`assign_partners` uses by default.
+
+    Stored with the synapses (``segment --synapses``), so a store says which rule built
+    its partners.
+
+    Returns
+    -------
+    dict
+        ``contact_weight``, ``reach_nm``, ``pre_power``, ``facing_nm``,
+        ``post_fraction`` and ``min_contacts``.
+    """
+    return {
+        "contact_weight": CONTACT_WEIGHT,
+        "reach_nm": REACH_NM,
+        "pre_power": PRE_POWER,
+        "facing_nm": list(FACING_NM),
+        "post_fraction": POST_FRACTION,
+        "min_contacts": MIN_CONTACTS,
+    }
 
 
 def assign_partners(

@@ -6,7 +6,9 @@ Layout added to an existing segmentation store (``OUTPUT.zarr``, zarr format 2):
         synapses                uint32 synapse ids (0 = none), the volume's shape and
                                 chunks; attrs voxel_size, axes
         synapse_table/          attrs: model, settings, partners_from ("fragments" or
-                                "segments"), post_fraction, min_contacts, n_synapses
+                                "segments"), post_fraction, min_contacts, n_synapses,
+                                partner_rule (the rule that built the probes, from
+                                segment --synapses; absent in older stores)
             ids                 (n,) uint32
             positions           (n, ndim) float64, nm
             confidence          (n,) float64
