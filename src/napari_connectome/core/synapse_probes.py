@@ -30,6 +30,7 @@ __all__ = [
     "PRE_POWER",
     "REACH_NM",
     "PartnerProbes",
+    "check_map_shapes",
     "contact_source",
     "partner_probes",
     "probes_in_box",
@@ -55,6 +56,29 @@ FACING_MIN_RISE = 0.02
 #: probability (the network's third channel, trained on phantoms only).
 CONTACT_WEIGHTS = ("synapse_squared", "postsynaptic")
 CONTACT_WEIGHT = "synapse_squared"
+
+
+def check_map_shapes(shape: tuple, maps) -> None:
+    """Refuse a probability map whose shape is not that of the synapse labels.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of the synapse labels.
+    maps : iterable of (str, numpy.ndarray or None)
+        Each map with the name the message gives it; None is skipped.
+
+    Raises
+    ------
+    ValueError
+        Naming the first map of another shape.
+    """
+    for name, volume in maps:
+        if volume is not None and np.shape(volume) != tuple(shape):
+            raise ValueError(
+                f"the {name} map {np.shape(volume)} does not match the synapse labels "
+                f"{tuple(shape)}"
+            )
 
 
 def contact_source(
@@ -221,12 +245,7 @@ def partner_probes(
     facing_nm = tuple(facing_nm)
     if any(not d > 0 for d in facing_nm):
         raise ValueError(f"facing distances must be positive numbers; got {facing_nm!r}")
-    for side, volume in (("presynaptic", presynaptic), ("contact weight", contact)):
-        if volume is not None and np.shape(volume) != labels.shape:
-            raise ValueError(
-                f"the {side} map {np.shape(volume)} does not match the synapse labels "
-                f"{labels.shape}"
-            )
+    check_map_shapes(labels.shape, (("presynaptic", presynaptic), ("contact weight", contact)))
     facing_nm = facing_nm if presynaptic is not None else ()
     vs = np.asarray(detections.voxel_size, float)
     margin = np.ceil(max((reach_nm, *facing_nm)) / vs).astype(int) + 1

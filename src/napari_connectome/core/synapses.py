@@ -52,6 +52,7 @@ from .synapse_probes import (
     PRE_POWER,
     REACH_NM,
     PartnerProbes,
+    check_map_shapes,
     contact_source,
     partner_probes,
 )
@@ -281,24 +282,21 @@ def detect_synapses(
 
 
 def partner_defaults() -> dict:
-    """Return the partner settings :func:`assign_partners` uses by default.
+    """Return the probe settings :func:`assign_partners` uses by default.
 
-    Stored with the synapses (``segment --synapses``), so a store says which rule built
-    its partners.
+    Stored with the synapses (``segment --synapses``), so a store says how its probes
+    were built (the share and least weight are stored from the table itself).
 
     Returns
     -------
     dict
-        ``contact_weight``, ``reach_nm``, ``pre_power``, ``facing_nm``,
-        ``post_fraction`` and ``min_contacts``.
+        ``contact_weight``, ``reach_nm``, ``pre_power`` and ``facing_nm``.
     """
     return {
         "contact_weight": CONTACT_WEIGHT,
         "reach_nm": REACH_NM,
         "pre_power": PRE_POWER,
         "facing_nm": list(FACING_NM),
-        "post_fraction": POST_FRACTION,
-        "min_contacts": MIN_CONTACTS,
     }
 
 
@@ -358,12 +356,9 @@ def assign_partners(
             "partners need a segmentation: segment the image first (or choose a "
             "segmentation layer of the same shape)"
         )
-    for name, volume in (("postsynaptic", postsynaptic), ("synapse probability", synapse)):
-        if volume is not None and np.shape(volume) != detections.labels.shape:
-            raise ValueError(
-                f"the {name} map {np.shape(volume)} does not match the synapse labels "
-                f"{detections.labels.shape}"
-            )
+    check_map_shapes(
+        detections.labels.shape, (("postsynaptic", postsynaptic), ("synapse probability", synapse))
+    )
     contact, contact_power = contact_source(synapse, postsynaptic, contact_weight)
     probes = partner_probes(
         detections,

@@ -7,7 +7,8 @@ Layout added to an existing segmentation store (``OUTPUT.zarr``, zarr format 2):
                                 chunks; attrs voxel_size, axes
         synapse_table/          attrs: model, settings, partners_from ("fragments" or
                                 "segments"), post_fraction, min_contacts, n_synapses,
-                                partner_rule (the rule that built the probes, from
+                                partner_rule (how the probes were built: contact
+                                weight, reach, pre power, facing distances; from
                                 segment --synapses; absent in older stores)
             ids                 (n,) uint32
             positions           (n, ndim) float64, nm
