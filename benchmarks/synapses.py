@@ -205,8 +205,7 @@ def scaled_table(table, copies: int):
 
 def update_timings(kept) -> dict:
     from napari_connectome.core.connectome import connectome_edges
-    from napari_connectome.core.synapse_probes import contact_source
-    from napari_connectome.core.synapses import SynapseTable, partner_probes
+    from napari_connectome.core.synapses import SynapseTable, assign_partners
 
     name = PHANTOMS[0][0]
     found, table, ph, maps = kept[name]
@@ -237,9 +236,14 @@ def update_timings(kept) -> dict:
         connectome_edges(t)
 
     def scratch():
-        contact, power = contact_source(maps.synapse, maps.postsynaptic)
-        probes = partner_probes(found, maps.presynaptic, contact, contact_power=power)
-        fresh = SynapseTable.from_probes(found, probes, split_frag, split_table)
+        fresh = assign_partners(
+            found,
+            split_frag,
+            maps.presynaptic,
+            maps.postsynaptic,
+            synapse=maps.synapse,
+            table=split_table,
+        )
         connectome_edges(fresh)
 
     out = {
@@ -347,6 +351,14 @@ def _row(item: dict) -> str:
     )
 
 
+def _pooled_row(name: str, d: dict, partners: str) -> str:
+    """Return a pooled row of the detection table (no throughput of its own)."""
+    return (
+        f"| {name} | {d['n_truth']} | {d['n_found']} | {d['tp']} | {d['precision']:.3f} | "
+        f"{d['recall']:.3f} | {d['f1']:.3f} | {partners} | |"
+    )
+
+
 def markdown(res: dict) -> str:
     lines = [
         f"Synapse model `{res['model']}`, CPU, {res['threads']} torch threads; detection "
@@ -356,23 +368,15 @@ def markdown(res: dict) -> str:
         "(pre / post P / post R) | model Mvox/s |",
         "|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
-    for item in res["real"]:
-        lines.append(_row(item))
-    r = res["real_pooled"]
+    lines += [_row(item) for item in res["real"]]
     if res["real"]:
-        lines.append(
-            f"| real sections pooled | {r['n_truth']} | {r['n_found']} | {r['tp']} | "
-            f"{r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | | |"
-        )
-    for item in res["phantoms"]:
-        lines.append(_row(item))
+        lines.append(_pooled_row("real sections pooled", res["real_pooled"], ""))
+    lines += [_row(item) for item in res["phantoms"]]
     q = res["phantom_pooled"]
-    lines.append(
-        f"| all phantoms pooled | {q['n_truth']} | {q['n_found']} | {q['tp']} | "
-        f"{q['precision']:.3f} | {q['recall']:.3f} | {q['f1']:.3f} | "
-        f"{q['partner_accuracy']:.3f} (pre {q['pre_accuracy']:.3f}), "
-        f"{q['partner_matched']} TP | |"
+    partners = (
+        f"{q['partner_accuracy']:.3f} (pre {q['pre_accuracy']:.3f}), {q['partner_matched']} TP"
     )
+    lines.append(_pooled_row("all phantoms pooled", q, partners))
     for item in res["real"]:
         d = item.get("detection_ids_as_objects")
         if d:
